@@ -1,0 +1,41 @@
+# ledgermq: `make run` starts a local cluster, `make test` installs everything and tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA ?= ./data
+
+.PHONY: run test lint unit integration interop venv interop-venv clean bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m ledgermq quickstart --data $(DATA)
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests
+
+interop-venv:
+	bash tests/interop/setup_venv.sh
+
+# pytest exits 5 when it collected nothing: that is a failure here, not a pass.
+test: $(STAMP) interop-venv lint
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(PY) -m pytest -q tests/integration
+
+interop: $(STAMP) interop-venv
+	$(PY) -m pytest -q tests/interop
+
+clean:
+	rm -rf $(VENV) .venv-interop-cpp build dist src/*.egg-info

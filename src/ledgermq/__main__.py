@@ -1,0 +1,3 @@
+from ledgermq.cli.main import main
+
+raise SystemExit(main())

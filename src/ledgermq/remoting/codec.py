@@ -1,0 +1,317 @@
+"""Sans-I/O codec for RocketMQ remoting frames (bytes in, commands out).
+
+Frame layout (PROTOCOL.md section 1)::
+
+    int32 length            = 4 + headerLen + bodyLen
+    int32 serializeType<<24 | headerLen
+    header                  JSON object, or the ROCKETMQ binary layout
+    body
+
+`FrameDecoder.feed()` takes whatever bytes arrived and returns the complete commands in
+them. A frame that is too large makes the stream unusable (we cannot know where the next
+frame starts without buffering the whole thing), so it raises `FrameTooLarge` and the
+caller closes the connection. A frame whose *header* is malformed is still correctly
+delimited, so it comes out as a `MalformedCommand` event and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+
+from ledgermq.remoting.codes import OUR_VERSION, LanguageCode, SerializeType
+
+FLAG_RESPONSE = 0x1
+FLAG_ONEWAY = 0x2
+
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+
+_INT32 = struct.Struct(">i")
+_FRAME_PREFIX = struct.Struct(">iI")  # length, (serializeType << 24) | headerLen
+_BINARY_FIXED = struct.Struct(">hbhii")  # code, language, version, opaque, flag
+_LANGUAGE_BY_NAME = {member.name: int(member) for member in LanguageCode}
+_LANGUAGE_NAME = {int(member): member.name for member in LanguageCode}
+
+
+class ProtocolError(Exception):
+    """The byte stream violates the remoting framing; the connection must be closed."""
+
+
+class FrameTooLarge(ProtocolError):
+    pass
+
+
+@dataclass(slots=True)
+class RemotingCommand:
+    code: int
+    opaque: int = 0
+    flag: int = 0
+    language: int = LanguageCode.PYTHON
+    version: int = OUR_VERSION
+    remark: str | None = None
+    ext_fields: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    # How the header travelled; a reply must use the same one.
+    serialize_type: int = SerializeType.JSON
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flag & FLAG_RESPONSE)
+
+    @property
+    def is_oneway(self) -> bool:
+        return bool(self.flag & FLAG_ONEWAY)
+
+    def make_response(
+        self,
+        code: int,
+        remark: str | None = None,
+        ext_fields: dict[str, str] | None = None,
+        body: bytes = b"",
+    ) -> RemotingCommand:
+        return RemotingCommand(
+            code=int(code),
+            opaque=self.opaque,
+            flag=FLAG_RESPONSE,
+            remark=remark,
+            ext_fields=ext_fields if ext_fields is not None else {},
+            body=body,
+            serialize_type=self.serialize_type,
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class MalformedCommand:
+    """A correctly framed command whose header could not be decoded."""
+
+    reason: str
+    serialize_type: int
+    # Known when enough of the header parsed to address an error reply.
+    opaque: int | None = None
+    code: int | None = None
+    flag: int = 0
+
+
+def ext_value_to_str(value: object) -> str:
+    """Header values arrive as strings, numbers or booleans depending on the client."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------
+# Encoding
+
+
+def _json_header(cmd: RemotingCommand) -> bytes:
+    header: dict[str, object] = {
+        "code": int(cmd.code),
+        "extFields": cmd.ext_fields,
+        "flag": cmd.flag,
+        "language": _LANGUAGE_NAME.get(cmd.language, "OTHER"),
+        "opaque": cmd.opaque,
+        "serializeTypeCurrentRPC": "JSON",
+        "version": cmd.version,
+    }
+    if cmd.remark is not None:
+        header["remark"] = cmd.remark
+    return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _binary_header(cmd: RemotingCommand) -> bytes:
+    parts = [_BINARY_FIXED.pack(cmd.code, cmd.language, cmd.version, cmd.opaque, cmd.flag)]
+    if cmd.remark:
+        remark = cmd.remark.encode()
+        parts.append(_INT32.pack(len(remark)))
+        parts.append(remark)
+    else:
+        parts.append(_INT32.pack(0))
+    ext = bytearray()
+    for key, value in cmd.ext_fields.items():
+        k = key.encode()
+        v = ext_value_to_str(value).encode()
+        ext += struct.pack(">h", len(k))
+        ext += k
+        ext += _INT32.pack(len(v))
+        ext += v
+    parts.append(_INT32.pack(len(ext)))
+    parts.append(bytes(ext))
+    return b"".join(parts)
+
+
+def encode_command(cmd: RemotingCommand) -> bytes:
+    if cmd.code > 0x7FFF or cmd.code < -0x8000:
+        # The binary header's code field is 16 bits wide (POP codes are 2000xx).
+        serialize_type = SerializeType.JSON
+    else:
+        serialize_type = cmd.serialize_type
+    if serialize_type == SerializeType.ROCKETMQ:
+        header = _binary_header(cmd)
+    else:
+        header = _json_header(cmd)
+    body = cmd.body or b""
+    prefix = _FRAME_PREFIX.pack(4 + len(header) + len(body), (serialize_type << 24) | len(header))
+    return b"".join((prefix, header, body))
+
+
+# ---------------------------------------------------------------------------------
+# Decoding
+
+
+def _decode_json_header(raw: bytes, body: bytes) -> RemotingCommand | MalformedCommand:
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return MalformedCommand(f"header is not valid JSON: {exc}", SerializeType.JSON)
+    if not isinstance(obj, dict):
+        return MalformedCommand("JSON header is not an object", SerializeType.JSON)
+    opaque = code = None
+    try:
+        opaque = int(obj.get("opaque", 0))
+        code = int(obj["code"])
+        flag = int(obj.get("flag", 0))
+        language_raw = obj.get("language", "OTHER")
+        if isinstance(language_raw, str):
+            language = _LANGUAGE_BY_NAME.get(language_raw.upper(), LanguageCode.OTHER)
+        else:
+            language = int(language_raw)
+        version = int(obj.get("version", 0))
+        remark = obj.get("remark")
+        if remark is not None and not isinstance(remark, str):
+            remark = ext_value_to_str(remark)
+        raw_ext = obj.get("extFields") or {}
+        if not isinstance(raw_ext, dict):
+            raise ValueError("extFields is not an object")
+        ext_fields = {str(k): ext_value_to_str(v) for k, v in raw_ext.items() if v is not None}
+    except KeyError:
+        return MalformedCommand("JSON header has no 'code'", SerializeType.JSON, opaque)
+    except (TypeError, ValueError) as exc:
+        return MalformedCommand(
+            f"bad JSON header field: {exc}",
+            SerializeType.JSON,
+            opaque,
+            code,
+            int(obj.get("flag", 0)) if isinstance(obj.get("flag"), int) else 0,
+        )
+    return RemotingCommand(
+        code=code,
+        opaque=opaque,
+        flag=flag,
+        language=language,
+        version=version,
+        remark=remark,
+        ext_fields=ext_fields,
+        body=body,
+        serialize_type=SerializeType.JSON,
+    )
+
+
+def _decode_binary_header(raw: bytes, body: bytes) -> RemotingCommand | MalformedCommand:
+    rocketmq = SerializeType.ROCKETMQ
+    if len(raw) < _BINARY_FIXED.size + 8:
+        return MalformedCommand("binary header too short", rocketmq)
+    code, language, version, opaque, flag = _BINARY_FIXED.unpack_from(raw, 0)
+    try:
+        pos = _BINARY_FIXED.size
+        (remark_len,) = _INT32.unpack_from(raw, pos)
+        pos += 4
+        if remark_len < 0 or pos + remark_len > len(raw):
+            raise ValueError("remark length out of range")
+        remark = raw[pos : pos + remark_len].decode() if remark_len else None
+        pos += remark_len
+        (ext_len,) = _INT32.unpack_from(raw, pos)
+        pos += 4
+        end = pos + ext_len
+        if ext_len < 0 or end > len(raw):
+            raise ValueError("extFields length out of range")
+        ext_fields: dict[str, str] = {}
+        while pos < end:
+            (key_len,) = struct.unpack_from(">h", raw, pos)
+            pos += 2
+            if key_len < 0 or pos + key_len > end:
+                raise ValueError("extFields key length out of range")
+            key = raw[pos : pos + key_len].decode()
+            pos += key_len
+            (val_len,) = _INT32.unpack_from(raw, pos)
+            pos += 4
+            if val_len < 0 or pos + val_len > end:
+                raise ValueError("extFields value length out of range")
+            ext_fields[key] = raw[pos : pos + val_len].decode()
+            pos += val_len
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        return MalformedCommand(f"bad binary header: {exc}", rocketmq, opaque, code, flag)
+    return RemotingCommand(
+        code=code,
+        opaque=opaque,
+        flag=flag,
+        language=language,
+        version=version,
+        remark=remark,
+        ext_fields=ext_fields,
+        body=body,
+        serialize_type=rocketmq,
+    )
+
+
+def decode_frame(frame: bytes) -> RemotingCommand | MalformedCommand:
+    """Decode one frame *without* its leading length field."""
+    if len(frame) < 4:
+        return MalformedCommand("frame shorter than its header-length field", SerializeType.JSON)
+    (mark,) = _INT32.unpack_from(frame, 0)
+    serialize_type = (mark >> 24) & 0xFF
+    header_len = mark & 0xFFFFFF
+    if 4 + header_len > len(frame):
+        return MalformedCommand(
+            f"header length {header_len} exceeds frame length {len(frame)}", serialize_type
+        )
+    raw_header = frame[4 : 4 + header_len]
+    body = frame[4 + header_len :]
+    if serialize_type == SerializeType.JSON:
+        return _decode_json_header(raw_header, body)
+    if serialize_type == SerializeType.ROCKETMQ:
+        return _decode_binary_header(raw_header, body)
+    return MalformedCommand(f"unknown serialize type {serialize_type}", serialize_type)
+
+
+class FrameDecoder:
+    """Accumulates stream bytes and cuts them into commands."""
+
+    __slots__ = ("_buffer", "max_frame_size")
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.max_frame_size = max_frame_size
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[RemotingCommand | MalformedCommand]:
+        buffer = self._buffer
+        buffer += data
+        events: list[RemotingCommand | MalformedCommand] = []
+        pos = 0
+        available = len(buffer)
+        while available - pos >= 4:
+            (length,) = _INT32.unpack_from(buffer, pos)
+            if length < 4:
+                raise ProtocolError(f"frame length {length} is smaller than its header field")
+            if length > self.max_frame_size:
+                raise FrameTooLarge(
+                    f"frame of {length} bytes exceeds the maximum of {self.max_frame_size}"
+                )
+            if available - pos - 4 < length:
+                break
+            start = pos + 4
+            events.append(decode_frame(bytes(buffer[start : start + length])))
+            pos = start + length
+        if pos:
+            del buffer[:pos]
+        return events

@@ -1,0 +1,250 @@
+"""One remoting connection: the asyncio shell around `FrameDecoder`.
+
+Both sides of the protocol send requests (brokers call back into clients, e.g.
+NOTIFY_CONSUMER_IDS_CHANGED), so a connection matches replies to its own pending requests
+by opaque and hands incoming requests to a `Dispatcher`. Requests are processed
+concurrently: a handler may return a reply at once (the hot path stays free of task
+creation) or an awaitable, which runs as its own task so that a long-polled PULL never
+holds up the requests behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ledgermq.remoting.codec import (
+    DEFAULT_MAX_FRAME_SIZE,
+    FLAG_ONEWAY,
+    FrameDecoder,
+    MalformedCommand,
+    ProtocolError,
+    RemotingCommand,
+    encode_command,
+)
+from ledgermq.remoting.codes import RequestCode, ResponseCode
+from ledgermq.remoting.errors import (
+    RemotingError,
+    RemotingSendError,
+    RemotingTimeoutError,
+)
+
+log = logging.getLogger(__name__)
+
+HandlerResult = RemotingCommand | None | Awaitable[RemotingCommand | None]
+Handler = Callable[["RemotingConnection", RemotingCommand], HandlerResult]
+
+
+def _code_name(code: int) -> str:
+    try:
+        return RequestCode(code).name
+    except ValueError:
+        return str(code)
+
+
+class Dispatcher:
+    """A processor table: request code -> handler."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[int, Handler] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def register(self, code: int, handler: Handler) -> None:
+        self._handlers[int(code)] = handler
+
+    def handles(self, code: int) -> bool:
+        return int(code) in self._handlers
+
+    def dispatch(self, conn: RemotingConnection, request: RemotingCommand) -> None:
+        handler = self._handlers.get(request.code)
+        if handler is None:
+            conn.reply(
+                request,
+                request.make_response(
+                    ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
+                    f"request code {request.code} not supported",
+                ),
+            )
+            return
+        try:
+            result = handler(conn, request)
+        except Exception as exc:
+            conn.reply(request, _error_reply(request, exc))
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.get_running_loop().create_task(self._finish(conn, request, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            conn.reply(request, result)
+
+    async def _finish(
+        self, conn: RemotingConnection, request: RemotingCommand, pending: Awaitable[Any]
+    ) -> None:
+        try:
+            response = await pending
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            response = _error_reply(request, exc)
+        conn.reply(request, response)
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _error_reply(request: RemotingCommand, exc: Exception) -> RemotingCommand:
+    if isinstance(exc, RemotingError):
+        return request.make_response(exc.code, exc.remark)
+    log.exception("handler for %s failed", _code_name(request.code), exc_info=exc)
+    return request.make_response(ResponseCode.SYSTEM_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+class RemotingConnection(asyncio.Protocol):
+    def __init__(
+        self,
+        dispatcher: Dispatcher | None,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        on_close: Callable[[RemotingConnection], None] | None = None,
+        opaque_counter: itertools.count[int] | None = None,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._decoder = FrameDecoder(max_frame_size)
+        self._on_close = on_close
+        self._opaques = opaque_counter or itertools.count(1)
+        self._pending: dict[int, asyncio.Future[RemotingCommand]] = {}
+        self.transport: asyncio.Transport | None = None
+        self.remote_address = ""
+        self.local_address = ""
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Free-form slot for the owner (e.g. the client id a broker saw in a heartbeat).
+        self.attributes: dict[str, Any] = {}
+
+    # asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if peer:
+            self.remote_address = f"{peer[0]}:{peer[1]}"
+        if local:
+            self.local_address = f"{local[0]}:{local[1]}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                import socket
+
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self._decoder.feed(data)
+        except ProtocolError as exc:
+            log.warning("closing connection from %s: %s", self.remote_address, exc)
+            self.close()
+            return
+        for event in events:
+            if isinstance(event, MalformedCommand):
+                self._malformed(event)
+            elif event.is_response:
+                future = self._pending.pop(event.opaque, None)
+                if future is not None and not future.done():
+                    future.set_result(event)
+            elif self._dispatcher is not None:
+                self._dispatcher.dispatch(self, event)
+            else:
+                self.reply(
+                    event,
+                    event.make_response(
+                        ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
+                        f"request code {event.code} not supported",
+                    ),
+                )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(
+                    RemotingSendError(f"connection to {self.remote_address} closed")
+                )
+        self._pending.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._on_close is not None:
+            self._on_close(self)
+
+    # --------------------------------------------------------------------------------
+    def _malformed(self, event: MalformedCommand) -> None:
+        if event.opaque is None:
+            # Nothing to address a reply to: the peer does not speak our protocol.
+            log.warning("closing connection from %s: %s", self.remote_address, event.reason)
+            self.close()
+            return
+        log.warning("malformed request from %s: %s", self.remote_address, event.reason)
+        if event.flag & FLAG_ONEWAY:
+            return
+        reply = RemotingCommand(
+            code=ResponseCode.SYSTEM_ERROR,
+            opaque=event.opaque,
+            flag=1,
+            remark=f"malformed request header: {event.reason}",
+            serialize_type=event.serialize_type,
+        )
+        self.send(reply)
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def send(self, cmd: RemotingCommand) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise RemotingSendError(f"connection to {self.remote_address} is closed")
+        self.transport.write(encode_command(cmd))
+
+    def reply(self, request: RemotingCommand, response: RemotingCommand | None) -> None:
+        if response is None or request.is_oneway:
+            return
+        response.opaque = request.opaque
+        response.flag |= 1
+        response.serialize_type = request.serialize_type
+        try:
+            self.send(response)
+        except RemotingSendError:
+            log.debug("reply to %s dropped: connection closed", self.remote_address)
+
+    async def request(self, cmd: RemotingCommand, timeout: float) -> RemotingCommand:
+        cmd.opaque = next(self._opaques)
+        cmd.flag &= ~1
+        future: asyncio.Future[RemotingCommand] = asyncio.get_running_loop().create_future()
+        self._pending[cmd.opaque] = future
+        try:
+            self.send(cmd)
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise RemotingTimeoutError(
+                f"no reply to {_code_name(cmd.code)} from {self.remote_address} "
+                f"within {timeout:.3f}s"
+            ) from None
+        finally:
+            self._pending.pop(cmd.opaque, None)
+
+    def oneway(self, cmd: RemotingCommand) -> None:
+        cmd.opaque = next(self._opaques)
+        cmd.flag = (cmd.flag | FLAG_ONEWAY) & ~1
+        self.send(cmd)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,119 @@
+import asyncio
+import struct
+
+import pytest
+
+from ledgermq.remoting.client import RemotingClient
+from ledgermq.remoting.codec import FrameDecoder, RemotingCommand, encode_command
+from ledgermq.remoting.codes import ResponseCode, SerializeType
+from ledgermq.remoting.connection import Dispatcher
+from ledgermq.remoting.errors import RemotingError, RemotingTimeoutError
+from ledgermq.remoting.server import RemotingServer
+
+
+@pytest.fixture
+async def server():
+    dispatcher = Dispatcher()
+    release = asyncio.Event()
+
+    def echo(conn, cmd):
+        return cmd.make_response(0, ext_fields={"echo": cmd.ext_fields.get("v", "")})
+
+    async def slow(conn, cmd):
+        await release.wait()
+        return cmd.make_response(0, remark="released")
+
+    def fail(conn, cmd):
+        raise RemotingError(ResponseCode.TOPIC_NOT_EXIST, "topic X does not exist")
+
+    dispatcher.register(1, echo)
+    dispatcher.register(2, slow)
+    dispatcher.register(4, fail)
+    srv = RemotingServer(dispatcher, "127.0.0.1", 0, max_frame_size=4096)
+    srv.release = release
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def test_slow_request_does_not_block_later_requests_on_the_same_connection(server):
+    client = RemotingClient()
+    addr = f"127.0.0.1:{server.port}"
+    slow = asyncio.ensure_future(client.invoke(addr, RemotingCommand(code=2), timeout=5))
+    fast = await client.invoke(addr, RemotingCommand(code=1, ext_fields={"v": "x"}), timeout=5)
+    assert fast.ext_fields == {"echo": "x"}
+    assert not slow.done()
+    server.release.set()
+    assert (await slow).remark == "released"
+    await client.close()
+
+
+async def test_many_requests_in_flight_are_matched_by_opaque(server):
+    client = RemotingClient()
+    addr = f"127.0.0.1:{server.port}"
+    replies = await asyncio.gather(
+        *(client.invoke(addr, RemotingCommand(code=1, ext_fields={"v": str(i)})) for i in range(200))
+    )
+    assert [r.ext_fields["echo"] for r in replies] == [str(i) for i in range(200)]
+    await client.close()
+
+
+async def test_unknown_code_names_the_code(server):
+    client = RemotingClient()
+    reply = await client.invoke(f"127.0.0.1:{server.port}", RemotingCommand(code=777))
+    assert reply.code == ResponseCode.REQUEST_CODE_NOT_SUPPORTED
+    assert "777" in reply.remark
+    await client.close()
+
+
+async def test_handler_error_becomes_error_reply(server):
+    client = RemotingClient()
+    reply = await client.invoke(f"127.0.0.1:{server.port}", RemotingCommand(code=4))
+    assert reply.code == ResponseCode.TOPIC_NOT_EXIST
+    assert reply.remark == "topic X does not exist"
+    await client.close()
+
+
+async def test_reply_uses_request_serialization(server):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    req = RemotingCommand(code=1, opaque=42, ext_fields={"v": "bin"},
+                          serialize_type=SerializeType.ROCKETMQ)
+    writer.write(encode_command(req))
+    length = struct.unpack(">i", await reader.readexactly(4))[0]
+    frame = await reader.readexactly(length)
+    (reply,) = FrameDecoder().feed(struct.pack(">i", length) + frame)
+    assert reply.serialize_type == SerializeType.ROCKETMQ
+    assert reply.opaque == 42 and reply.is_response
+    assert reply.ext_fields == {"echo": "bin"}
+    writer.close()
+
+
+async def test_oneway_gets_no_reply_and_timeout_is_reported(server):
+    client = RemotingClient()
+    addr = f"127.0.0.1:{server.port}"
+    await client.invoke_oneway(addr, RemotingCommand(code=1))
+    with pytest.raises(RemotingTimeoutError, match="within"):
+        await client.invoke(addr, RemotingCommand(code=2), timeout=0.05)
+    await client.close()
+
+
+async def test_oversized_frame_closes_only_that_connection(server):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(struct.pack(">i", 10_000_000) + b"\0" * 64)
+    assert await reader.read() == b""  # closed by the server
+    client = RemotingClient()
+    reply = await client.invoke(f"127.0.0.1:{server.port}", RemotingCommand(code=1))
+    assert reply.code == 0
+    await client.close()
+
+
+async def test_malformed_header_gets_error_reply(server):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    raw = b'{"code":"x","opaque":5}'
+    writer.write(struct.pack(">ii", 4 + len(raw), len(raw)) + raw)
+    length = struct.unpack(">i", await reader.readexactly(4))[0]
+    frame = await reader.readexactly(length)
+    (reply,) = FrameDecoder().feed(struct.pack(">i", length) + frame)
+    assert reply.code == ResponseCode.SYSTEM_ERROR and reply.opaque == 5
+    assert "malformed" in reply.remark
+    writer.close()
