@@ -1,0 +1,255 @@
+"""`ledgermq bench produce|consume`: throughput and latency from a client process.
+
+The benchmark always runs as its own process (this command), never inside the broker,
+and states what it measured under: message size, requests in flight, batch size and the
+broker's flush mode (asked from the broker itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from ledgermq.cli.runtime import run_async
+
+
+@dataclass(slots=True)
+class BenchResult:
+    mode: str
+    messages: int
+    errors: int
+    seconds: float
+    tps: float
+    mb_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    size: int
+    inflight: int
+    batch: int
+    flush_disk_type: str
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
+    return sorted_values[index]
+
+
+class Progress:
+    """One line a second on stderr, so a long run is visibly alive."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.count = 0
+        self.errors = 0
+        self._last = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.enabled:
+            self._task = asyncio.get_running_loop().create_task(self._report())
+
+    async def _report(self) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            done = self.count
+            print(
+                f"[{time.monotonic() - started:5.1f}s] {done - self._last:>8} msg/s  "
+                f"total {done}  errors {self.errors}",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._last = done
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def _flush_mode(namesrv: str, topic: str) -> str:
+    """Ask a broker serving `topic` (or any broker) for its flushDiskType."""
+    from ledgermq.common.config import parse_properties
+    from ledgermq.remoting.client import RemotingClient
+    from ledgermq.remoting.codec import RemotingCommand
+    from ledgermq.remoting.codes import RequestCode
+
+    client = RemotingClient()
+    try:
+        for ns in namesrv.split(";"):
+            try:
+                reply = await client.invoke(
+                    ns, RemotingCommand(code=RequestCode.GET_BROKER_CLUSTER_INFO), timeout=3
+                )
+                from ledgermq.client.jsonbody import loads
+
+                info = loads(reply.body)
+                for broker in info.get("brokerAddrTable", {}).values():
+                    addr = broker["brokerAddrs"].get("0") or broker["brokerAddrs"].get(0)
+                    if not addr:
+                        continue
+                    conf = await client.invoke(
+                        addr, RemotingCommand(code=RequestCode.GET_BROKER_CONFIG), timeout=3
+                    )
+                    return parse_properties(conf.body.decode()).get("flushDiskType", "unknown")
+            except Exception:  # noqa: BLE001 - the mode is informative only
+                continue
+        return "unknown"
+    finally:
+        await client.close()
+
+
+async def bench_produce(args: argparse.Namespace) -> BenchResult:
+    from ledgermq.client.message import Message
+    from ledgermq.client.producer import Producer
+
+    producer = Producer(args.group, args.namesrv, send_timeout=args.timeout)
+    await producer.start()
+    body = b"x" * args.size
+    latencies: list[float] = []
+    progress = Progress(not args.json or args.progress)
+    # Route lookup and topic auto-creation happen once, outside the measured window.
+    await producer.send(Message(args.topic, body))
+    stop_at = time.monotonic() + args.duration
+    remaining = args.count if args.count else None
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal remaining, errors
+        while time.monotonic() < stop_at:
+            if remaining is not None:
+                if remaining <= 0:
+                    return
+                remaining -= args.batch
+            started = time.perf_counter()
+            try:
+                if args.batch > 1:
+                    await producer.send_batch([Message(args.topic, body)] * args.batch)
+                else:
+                    await producer.send(Message(args.topic, body))
+            except Exception:  # noqa: BLE001 - counted, the run goes on
+                errors += 1
+                progress.errors += 1
+                continue
+            latencies.append((time.perf_counter() - started) * 1000)
+            progress.count += args.batch
+
+    progress.start()
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(args.inflight)))
+    elapsed = time.monotonic() - started
+    progress.stop()
+    await producer.shutdown()
+    latencies.sort()
+    messages = len(latencies) * args.batch
+    return BenchResult(
+        mode="produce",
+        messages=messages,
+        errors=errors,
+        seconds=round(elapsed, 3),
+        tps=round(messages / elapsed, 1),
+        mb_per_s=round(messages * args.size / elapsed / 1e6, 2),
+        p50_ms=round(percentile(latencies, 0.50), 3),
+        p99_ms=round(percentile(latencies, 0.99), 3),
+        max_ms=round(latencies[-1], 3) if latencies else 0.0,
+        size=args.size,
+        inflight=args.inflight,
+        batch=args.batch,
+        flush_disk_type=await _flush_mode(args.namesrv, args.topic),
+    )
+
+
+async def bench_consume(args: argparse.Namespace) -> BenchResult:
+    from ledgermq.client.message import ConsumeResult
+    from ledgermq.client.push_consumer import PushConsumer
+
+    progress = Progress(not args.json or args.progress)
+    latencies: list[float] = []
+    done = asyncio.Event()
+    target = args.count or None
+
+    def listener(msgs: list) -> ConsumeResult:
+        now_ms = time.time() * 1000
+        for msg in msgs:
+            latencies.append(max(0.0, now_ms - msg.store_timestamp))
+        progress.count += len(msgs)
+        if target is not None and progress.count >= target:
+            done.set()
+        return ConsumeResult.SUCCESS
+
+    consumer = PushConsumer(
+        args.group,
+        args.namesrv,
+        consume_from_where="CONSUME_FROM_FIRST_OFFSET",
+        consume_batch_size=32,
+    )
+    consumer.subscribe(args.topic, "*")
+    consumer.register_listener(listener)
+    await consumer.start()
+    progress.start()
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(done.wait(), args.duration)
+    except TimeoutError:
+        pass
+    elapsed = time.monotonic() - started
+    progress.stop()
+    await consumer.shutdown()
+    latencies.sort()
+    messages = progress.count
+    return BenchResult(
+        mode="consume",
+        messages=messages,
+        errors=0,
+        seconds=round(elapsed, 3),
+        tps=round(messages / elapsed, 1) if elapsed else 0.0,
+        mb_per_s=0.0,
+        p50_ms=round(percentile(latencies, 0.50), 3),
+        p99_ms=round(percentile(latencies, 0.99), 3),
+        max_ms=round(latencies[-1], 3) if latencies else 0.0,
+        size=0,
+        inflight=0,
+        batch=0,
+        flush_disk_type=await _flush_mode(args.namesrv, args.topic),
+    )
+
+
+def run(command: str, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ledgermq bench")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    for mode in ("produce", "consume"):
+        p = sub.add_parser(mode)
+        p.add_argument("-n", "--namesrv", required=True, help="NameServer address list")
+        p.add_argument("-t", "--topic", default="BenchTopic")
+        p.add_argument("-g", "--group", default=f"bench_{mode}_group")
+        p.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
+        p.add_argument("--count", type=int, default=0, help="stop after this many messages")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--progress", action="store_true", help="progress even with --json")
+        if mode == "produce":
+            p.add_argument("-s", "--size", type=int, default=1024, help="body bytes (1024)")
+            p.add_argument("--inflight", type=int, default=64, help="requests in flight (64)")
+            p.add_argument("--batch", type=int, default=1, help="messages per batch send")
+            p.add_argument("--timeout", type=float, default=10.0, help="send timeout, s")
+    args = parser.parse_args(argv)
+    if args.mode == "produce" and (args.inflight < 1 or args.batch < 1 or args.size < 1):
+        parser.error("--inflight, --batch and --size must be at least 1")
+    result = run_async(
+        lambda: bench_produce(args) if args.mode == "produce" else bench_consume(args)
+    )
+    if args.json:
+        print(json.dumps(asdict(result)))
+    else:
+        print(
+            f"{result.mode}: {result.messages} messages in {result.seconds}s = {result.tps} msg/s "
+            f"({result.mb_per_s} MB/s), latency p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
+            f"max {result.max_ms} ms, errors {result.errors}; size {result.size} B, "
+            f"inflight {result.inflight}, batch {result.batch}, broker {result.flush_disk_type}"
+        )
+    return 0 if result.messages > 0 else 1

@@ -1,0 +1,477 @@
+"""Disk through one door (DESIGN principle 4).
+
+Every file the project writes goes through a `Disk`: fixed-size segment files (write at a
+position, fsync, discard a tail, read through an mmap), small files replaced atomically,
+and directory operations. `OsDisk` is the real one; `FaultyDisk` wraps any Disk to count
+fsyncs, report ENOSPC, tear writes, flip bits and lose unsynced data on `crash()`.
+
+Writes use `pwrite`, never a writable mmap: on a full disk a store into a sparse mapped
+page raises SIGBUS and kills the process, while `pwrite` returns ENOSPC we can handle.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class DiskError(Exception):
+    """An I/O failure from the disk layer; `errno` and `path` say what and where."""
+
+    def __init__(self, message: str, *, path: str = "", err: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = err
+
+
+class DiskFullError(DiskError):
+    """ENOSPC/EDQUOT: nothing past the failed write's start may be relied on."""
+
+
+def _wrap(e: OSError, what: str, path: str) -> DiskError:
+    cls = DiskFullError if e.errno in _FULL_ERRNOS else DiskError
+    return cls(f"{what} {path}: {e.strerror or e}", path=path, err=e.errno)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    total: int
+    used: int
+    free: int
+
+    @property
+    def used_ratio_percent(self) -> float:
+        return 100.0 * self.used / self.total if self.total else 0.0
+
+
+class Segment(ABC):
+    """A file of fixed logical `size`; unwritten parts read as zeros."""
+
+    path: str
+    size: int
+
+    @abstractmethod
+    def write(self, pos: int, data: bytes | bytearray | memoryview) -> None:
+        """Writes all of `data` at `pos` or raises (possibly after a partial write)."""
+
+    @abstractmethod
+    def read(self, pos: int, n: int) -> bytes:
+        """Up to `n` bytes at `pos` (short only at the end of the file)."""
+
+    @abstractmethod
+    def buffer(self) -> mmap.mmap | bytes:
+        """A read-only buffer over the whole file, for scans; do not keep memoryviews."""
+
+    @abstractmethod
+    def sync(self) -> None:
+        """fdatasync: every completed write is durable when this returns."""
+
+    @abstractmethod
+    def truncate(self, pos: int) -> None:
+        """Discards [pos, size): it reads as zeros afterwards and its blocks are freed."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool: ...
+
+
+class Disk(ABC):
+    """The one door for file writes. Paths are plain strings."""
+
+    @abstractmethod
+    def open_segment(self, path: str, size: int, *, create: bool = True) -> Segment:
+        """Opens (creating sparse, with a directory fsync) a fixed-size segment file."""
+
+    @abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def listdir(self, path: str) -> list[str]:
+        """Sorted names in `path`; empty if it does not exist."""
+
+    @abstractmethod
+    def isdir(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def makedirs(self, path: str) -> None: ...
+
+    @abstractmethod
+    def remove(self, path: str) -> None:
+        """Removes a file if present."""
+
+    @abstractmethod
+    def rmtree(self, path: str) -> None:
+        """Removes a directory tree if present."""
+
+    @abstractmethod
+    def read_file(self, path: str) -> bytes | None:
+        """A small file's whole content, or None if it does not exist."""
+
+    @abstractmethod
+    def replace_file(self, path: str, data: bytes) -> None:
+        """Atomically replaces a small file: write tmp, fsync, rename, fsync dir."""
+
+    @abstractmethod
+    def sync_dir(self, path: str) -> None: ...
+
+    @abstractmethod
+    def usage(self, path: str) -> DiskUsage: ...
+
+
+# --- the real disk ------------------------------------------------------------------------
+class OsSegment(Segment):
+    __slots__ = ("_fd", "_mm", "path", "size")
+
+    def __init__(self, path: str, fd: int, size: int) -> None:
+        self.path = path
+        self.size = size
+        self._fd = fd
+        self._mm: mmap.mmap | None = None
+
+    def _map(self) -> mmap.mmap:
+        mm = self._mm
+        if mm is None:
+            if self._fd < 0:
+                raise DiskError(f"segment closed: {self.path}", path=self.path)
+            try:
+                mm = self._mm = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_READ)
+            except OSError as e:
+                raise _wrap(e, "mmap", self.path) from e
+        return mm
+
+    def write(self, pos: int, data: bytes | bytearray | memoryview) -> None:
+        if pos < 0 or pos + len(data) > self.size:
+            raise DiskError(f"write [{pos}, +{len(data)}) outside {self.path}", path=self.path)
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.pwrite(self._fd, view, pos)
+                view = view[n:]
+                pos += n
+        except OSError as e:
+            raise _wrap(e, "write", self.path) from e
+
+    def read(self, pos: int, n: int) -> bytes:
+        if pos < 0 or n < 0:
+            raise DiskError(f"bad read [{pos}, +{n}) in {self.path}", path=self.path)
+        return self._map()[pos : pos + n]
+
+    def buffer(self) -> mmap.mmap:
+        return self._map()
+
+    def sync(self) -> None:
+        try:
+            os.fdatasync(self._fd)
+        except OSError as e:
+            raise _wrap(e, "fsync", self.path) from e
+
+    def truncate(self, pos: int) -> None:
+        # Shrink then regrow: frees the tail's blocks (so it works on a full disk) and
+        # leaves a hole that reads as zeros, keeping the file's fixed size.
+        try:
+            os.ftruncate(self._fd, pos)
+            os.ftruncate(self._fd, self.size)
+        except OSError as e:
+            raise _wrap(e, "truncate", self.path) from e
+
+    def close(self) -> None:
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                # A caller still holds a view; the map is freed when it goes away.
+                pass
+            self._mm = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+
+class OsDisk(Disk):
+    def open_segment(self, path: str, size: int, *, create: bool = True) -> Segment:
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            existed = os.path.exists(path)
+            fd = os.open(path, flags, 0o644)
+        except OSError as e:
+            raise _wrap(e, "open", path) from e
+        try:
+            st = os.fstat(fd)
+            if st.st_size > size:
+                # A different configured size would misread every offset in the file.
+                os.close(fd)
+                raise DiskError(
+                    f"{path} is {st.st_size} bytes, expected {size} (file size changed?)",
+                    path=path,
+                )
+            if st.st_size < size:
+                os.ftruncate(fd, size)
+            if not existed:
+                self.sync_dir(os.path.dirname(path) or ".")
+        except OSError as e:
+            os.close(fd)
+            raise _wrap(e, "create", path) from e
+        return OsSegment(path, fd, size)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise _wrap(e, "listdir", path) from e
+
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def makedirs(self, path: str) -> None:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise _wrap(e, "makedirs", path) from e
+
+    def remove(self, path: str) -> None:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise _wrap(e, "remove", path) from e
+
+    def rmtree(self, path: str) -> None:
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise _wrap(e, "rmtree", path) from e
+
+    def read_file(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise _wrap(e, "read", path) from e
+
+    def replace_file(self, path: str, data: bytes) -> None:
+        tmp = path + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as e:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise _wrap(e, "replace", path) from e
+        self.sync_dir(os.path.dirname(path) or ".")
+
+    def sync_dir(self, path: str) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise _wrap(e, "fsync dir", path) from e
+
+    def usage(self, path: str) -> DiskUsage:
+        try:
+            u = shutil.disk_usage(path)
+        except OSError as e:
+            raise _wrap(e, "statvfs", path) from e
+        return DiskUsage(u.total, u.used, u.free)
+
+
+# --- fault injection ------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Undo:
+    pos: int
+    old: bytes
+
+
+class FaultySegment(Segment):
+    def __init__(self, disk: FaultyDisk, inner: Segment) -> None:
+        self._disk = disk
+        self._inner = inner
+        self.path = inner.path
+        self.size = inner.size
+        # Old contents of writes since the last sync, so crash() can lose them.
+        self.unsynced: list[_Undo] = []
+
+    def write(self, pos: int, data: bytes | bytearray | memoryview) -> None:
+        d = self._disk
+        if d.track_unsynced:
+            self.unsynced.append(_Undo(pos, self._inner.read(pos, len(data))))
+        d.write_calls += 1
+        allowed = d._allow(len(data))
+        if allowed < len(data):
+            if allowed:
+                self._inner.write(pos, bytes(memoryview(data)[:allowed]))
+            raise DiskFullError(
+                f"write {self.path}: injected ENOSPC", path=self.path, err=errno.ENOSPC
+            )
+        self._inner.write(pos, data)
+        d.bytes_written += len(data)
+
+    def read(self, pos: int, n: int) -> bytes:
+        return self._inner.read(pos, n)
+
+    def buffer(self) -> mmap.mmap | bytes:
+        return self._inner.buffer()
+
+    def sync(self) -> None:
+        d = self._disk
+        d.sync_calls += 1
+        if d.on_sync is not None:
+            d.on_sync(self.path)
+        if d.fail_sync:
+            raise DiskError(f"fsync {self.path}: injected EIO", path=self.path, err=errno.EIO)
+        self._inner.sync()
+        self.unsynced.clear()
+
+    def truncate(self, pos: int) -> None:
+        if self._disk.track_unsynced:
+            self.unsynced.append(_Undo(pos, self._inner.read(pos, self.size - pos)))
+        self._inner.truncate(pos)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+    def lose_unsynced(self, keep_last: int = 0) -> None:
+        """Reverts unsynced writes newest first; `keep_last` bytes of the newest survive."""
+        if not self.unsynced:
+            return
+        target = self._inner
+        if target.closed:  # the store already closed it; the data is still "volatile"
+            target = self._disk.inner.open_segment(self.path, self.size, create=False)
+        try:
+            for i, u in enumerate(reversed(self.unsynced)):
+                if i == 0 and keep_last:
+                    if keep_last < len(u.old):
+                        target.write(u.pos + keep_last, u.old[keep_last:])
+                else:
+                    target.write(u.pos, u.old)
+        finally:
+            if target is not self._inner:
+                target.close()
+        self.unsynced.clear()
+
+
+@dataclass(slots=True)
+class FaultyDisk(Disk):
+    """Wraps a Disk for tests: counts syncs/writes and injects faults.
+
+    - `space_left`: bytes that segment writes may still use (None = unlimited); a write
+      that does not fit writes what fits and raises DiskFullError (a torn write).
+    - `track_unsynced` + `crash()`: forget every segment write not covered by a sync.
+    """
+
+    inner: Disk
+    space_left: int | None = None
+    track_unsynced: bool = False
+    fail_sync: bool = False
+    usage_override: DiskUsage | None = None
+    on_sync: Callable[[str], None] | None = None
+    sync_calls: int = 0
+    write_calls: int = 0
+    bytes_written: int = 0
+    segments: list[FaultySegment] = field(default_factory=list)
+
+    def _allow(self, n: int) -> int:
+        if self.space_left is None:
+            return n
+        allowed = min(n, self.space_left)
+        self.space_left -= allowed
+        return allowed
+
+    def open_segment(self, path: str, size: int, *, create: bool = True) -> Segment:
+        if self.space_left == 0 and not self.inner.exists(path):
+            raise DiskFullError(f"create {path}: injected ENOSPC", path=path, err=errno.ENOSPC)
+        seg = FaultySegment(self, self.inner.open_segment(path, size, create=create))
+        self.segments.append(seg)
+        return seg
+
+    def crash(self, *, tear_last: int = 0) -> None:
+        """Simulates power loss: unsynced segment writes vanish, every file is closed.
+
+        With `tear_last`, the first `tear_last` bytes of each segment's newest unsynced
+        write survive (a torn write).
+        """
+        for seg in self.segments:
+            if seg.closed and not self.inner.exists(seg.path):
+                continue  # simplification: removals count as durable
+            seg.lose_unsynced(tear_last)
+            seg.close()
+        self.segments.clear()
+
+    def flip_bit(self, path: str, pos: int, bit: int = 0) -> None:
+        seg = self.inner.open_segment(path, os.path.getsize(path), create=False)
+        try:
+            b = seg.read(pos, 1)[0] ^ (1 << bit)
+            seg.write(pos, bytes((b,)))
+        finally:
+            seg.close()
+
+    def exists(self, path: str) -> bool:
+        return self.inner.exists(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.inner.listdir(path)
+
+    def isdir(self, path: str) -> bool:
+        return self.inner.isdir(path)
+
+    def makedirs(self, path: str) -> None:
+        self.inner.makedirs(path)
+
+    def remove(self, path: str) -> None:
+        self.inner.remove(path)
+
+    def rmtree(self, path: str) -> None:
+        self.inner.rmtree(path)
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.inner.read_file(path)
+
+    def replace_file(self, path: str, data: bytes) -> None:
+        if self.space_left is not None and self.space_left < len(data):
+            raise DiskFullError(f"replace {path}: injected ENOSPC", path=path, err=errno.ENOSPC)
+        self.inner.replace_file(path, data)
+
+    def sync_dir(self, path: str) -> None:
+        self.inner.sync_dir(path)
+
+    def usage(self, path: str) -> DiskUsage:
+        return self.usage_override or self.inner.usage(path)

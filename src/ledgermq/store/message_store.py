@@ -1,0 +1,885 @@
+"""MessageStore: CommitLog + ConsumeQueues + index, one writer on the event loop.
+
+Writes are synchronous (`put_message`), so queue offsets are assigned in commit order with
+no locks. Durability runs beside them: a flusher task fsyncs the CommitLog in a thread
+(periodically for ASYNC_FLUSH; on demand for SYNC_FLUSH, completing every waiter covered
+by one fsync: group commit), and a checkpoint task fsyncs ConsumeQueues and the index and
+records how far everything is durable. Recovery scans the CommitLog only from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from ledgermq.common.message import (
+    MAX_PROPERTIES_LENGTH,
+    MAX_TOPIC_LENGTH,
+    PROPERTY_KEYS,
+    PROPERTY_TAGS,
+    PROPERTY_UNIQ_KEY,
+    PROPERTY_WAIT,
+    MessageDecodeError,
+    MessageExt,
+    decode_record,
+    encode_properties,
+    encode_record_parts,
+    host_sys_flag,
+    offset_msg_id,
+    record_size,
+    record_store_timestamp,
+    tags_code,
+)
+from ledgermq.storage.disk import Disk, DiskError, DiskFullError, Segment
+from ledgermq.store.commitlog import CommitLog
+from ledgermq.store.consume_queue import ConsumeQueue
+from ledgermq.store.index_file import IndexService
+
+log = logging.getLogger(__name__)
+
+ASYNC_FLUSH = "ASYNC_FLUSH"
+SYNC_FLUSH = "SYNC_FLUSH"
+# How many CQ units one pull may scan when a tag filter skips messages (RocketMQ: 16000 B).
+_MIN_SCAN_UNITS = 800
+_SPACE_CHECK_INTERVAL_MS = 1000
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class StoreConfig:
+    store_path_root_dir: str
+    store_path_commit_log: str = ""  # "" -> <root>/commitlog
+    mapped_file_size_commitlog: int = 1024 * 1024 * 1024
+    mapped_file_size_consume_queue: int = 300_000  # units (20 bytes each)
+    flush_disk_type: str = ASYNC_FLUSH
+    flush_interval_commitlog_ms: int = 500
+    flush_interval_consume_queue_ms: int = 1000  # also the checkpoint cadence
+    sync_flush_timeout_ms: int = 5000
+    max_message_size: int = 4 * 1024 * 1024
+    # Cleanup of expired files starts above this ratio (RocketMQ's diskMaxUsedSpaceRatio).
+    disk_max_used_space_ratio: int = 75
+    # Writes are refused above this one (RocketMQ's diskSpaceWarningLevelRatio, 0.90).
+    disk_space_warning_level_ratio: int = 90
+    max_hash_slot_num: int = 5_000_000
+    max_index_num: int = 20_000_000
+    message_index_enable: bool = True
+    store_host: tuple[str, int] = ("127.0.0.1", 10911)
+
+    @property
+    def commit_log_dir(self) -> str:
+        return self.store_path_commit_log or os.path.join(self.store_path_root_dir, "commitlog")
+
+    def __post_init__(self) -> None:
+        if self.flush_disk_type not in (ASYNC_FLUSH, SYNC_FLUSH):
+            raise ValueError(
+                f"flush_disk_type must be ASYNC_FLUSH or SYNC_FLUSH, not {self.flush_disk_type!r}"
+            )
+
+
+class PutMessageStatus(Enum):
+    PUT_OK = "PUT_OK"
+    FLUSH_DISK_TIMEOUT = "FLUSH_DISK_TIMEOUT"
+    FLUSH_SLAVE_TIMEOUT = "FLUSH_SLAVE_TIMEOUT"
+    SLAVE_NOT_AVAILABLE = "SLAVE_NOT_AVAILABLE"
+    SERVICE_NOT_AVAILABLE = "SERVICE_NOT_AVAILABLE"
+    CREATE_MAPPED_FILE_FAILED = "CREATE_MAPPED_FILE_FAILED"
+    MESSAGE_ILLEGAL = "MESSAGE_ILLEGAL"
+    PROPERTIES_SIZE_EXCEEDED = "PROPERTIES_SIZE_EXCEEDED"
+    OS_PAGE_CACHE_BUSY = "OS_PAGE_CACHE_BUSY"
+    DISK_FULL = "DISK_FULL"  # RocketMQ reports this as SERVICE_NOT_AVAILABLE + remark
+    OS_ERROR = "OS_ERROR"
+    UNKNOWN_ERROR = "UNKNOWN_ERROR"
+
+
+class GetMessageStatus(Enum):
+    FOUND = "FOUND"
+    NO_MATCHED_MESSAGE = "NO_MATCHED_MESSAGE"
+    MESSAGE_WAS_REMOVING = "MESSAGE_WAS_REMOVING"
+    OFFSET_FOUND_NULL = "OFFSET_FOUND_NULL"
+    OFFSET_OVERFLOW_BADLY = "OFFSET_OVERFLOW_BADLY"
+    OFFSET_OVERFLOW_ONE = "OFFSET_OVERFLOW_ONE"
+    OFFSET_TOO_SMALL = "OFFSET_TOO_SMALL"
+    NO_MATCHED_LOGIC_QUEUE = "NO_MATCHED_LOGIC_QUEUE"
+    NO_MESSAGE_IN_QUEUE = "NO_MESSAGE_IN_QUEUE"
+
+
+@dataclass(slots=True)
+class MessageToStore:
+    """What the broker hands the store (RocketMQ's MessageExtBrokerInner)."""
+
+    topic: str
+    queue_id: int
+    body: bytes
+    flag: int = 0
+    properties: dict[str, str] = field(default_factory=dict)
+    sys_flag: int = 0
+    born_timestamp: int = 0
+    born_host: tuple[str, int] = ("127.0.0.1", 0)
+    reconsume_times: int = 0
+    prepared_transaction_offset: int = 0
+    tags_code: int | None = None  # None -> Java hashCode of TAGS (0 if none)
+
+
+MessageExtBrokerInner = MessageToStore
+
+
+@dataclass(slots=True)
+class PutMessageResult:
+    status: PutMessageStatus
+    msg_id: str = ""  # offsetMsgId; comma-joined for a batch
+    queue_offset: int = -1  # first one for a batch
+    commit_log_offset: int = -1  # start of the (first) record
+    wrote_bytes: int = 0  # all records of a batch
+    store_timestamp: int = 0
+    remark: str = ""
+    msg_ids: list[str] = field(default_factory=list)  # one per record (also for one message)
+    queue_offsets: list[int] = field(default_factory=list)
+    commit_log_offsets: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is PutMessageStatus.PUT_OK
+
+    @property
+    def end_offset(self) -> int:
+        return self.commit_log_offset + self.wrote_bytes
+
+
+@dataclass(slots=True)
+class GetMessageResult:
+    status: GetMessageStatus
+    next_begin_offset: int
+    min_offset: int
+    max_offset: int
+    messages: list[bytes] = field(default_factory=list)  # raw CommitLog records
+    queue_offsets: list[int] = field(default_factory=list)
+
+    @property
+    def message_count(self) -> int:
+        return len(self.messages)
+
+    @property
+    def buffer_total_size(self) -> int:
+        return sum(len(m) for m in self.messages)
+
+
+ArrivalListener = Callable[[str, int, int, int, dict[str, str]], None]
+
+# Checkpoint: magic, physic (commitlog fsynced) offset, logics (CQ+index fsynced) offset, crc
+_CKPT = struct.Struct(">8sqqI")
+_CKPT_MAGIC = b"LMQCKPT1"
+
+
+@dataclass(slots=True)
+class _Prepared:
+    msg: MessageToStore
+    topic_b: bytes
+    props_b: bytes
+    sys_flag: int
+    size: int
+    tags_code: int
+
+
+def _sync_all(segments: list[Segment]) -> None:
+    for seg in segments:
+        if not seg.closed:
+            seg.sync()
+
+
+class MessageStore:
+    def __init__(
+        self,
+        config: StoreConfig,
+        disk: Disk,
+        *,
+        clock: Callable[[], int] | None = None,
+        tags_code_of: Callable[[MessageExt], int] | None = None,
+    ) -> None:
+        """`clock` gives epoch ms (store timestamps); `tags_code_of` recomputes a record's
+        tagsCode during recovery (the broker overrides it for delay topics)."""
+        self.config = config
+        self.disk = disk
+        self._clock = clock or _now_ms
+        self._tags_code_of = tags_code_of or (lambda m: tags_code(m.properties.get(PROPERTY_TAGS)))
+        root = config.store_path_root_dir
+        self._cq_root = os.path.join(root, "consumequeue")
+        self._abort_path = os.path.join(root, "abort")
+        self._checkpoint_path = os.path.join(root, "checkpoint")
+        self.commitlog = CommitLog(disk, config.commit_log_dir, config.mapped_file_size_commitlog)
+        self.index = IndexService(
+            disk, os.path.join(root, "index"), config.max_hash_slot_num, config.max_index_num
+        )
+        self._cqs: dict[str, dict[int, ConsumeQueue]] = {}
+        self._dirty_cqs: set[ConsumeQueue] = set()
+        self._listeners: list[ArrivalListener] = []
+        self._running = False
+        self._stopping = False
+        self._fatal: str | None = None
+        self._space_full: str | None = None
+        self._last_space_check = -_SPACE_CHECK_INTERVAL_MS
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._flush_wanted: asyncio.Event | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.recovered_from: int = 0  # where the last open() started scanning (for tests/ops)
+        self.abnormal_shutdown = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        disk = self.disk
+        disk.makedirs(self.config.store_path_root_dir)
+        disk.makedirs(self._cq_root)
+        disk.makedirs(self.config.commit_log_dir)
+        disk.makedirs(os.path.join(self.config.store_path_root_dir, "index"))
+        disk.sync_dir(self.config.store_path_root_dir)
+        ckpt = self._read_checkpoint()
+        self.abnormal_shutdown = disk.exists(self._abort_path)
+        cl = self.commitlog
+        cl.load()
+        self._load_consume_queues()
+        if self.config.message_index_enable:
+            self.index.load()
+        # Start at the checkpoint: below it the CommitLog, ConsumeQueues and index are all
+        # fsynced. Without one, rebuild from the first file (slow but always right).
+        start = ckpt[1] if ckpt else cl.min_offset
+        start = min(max(start, cl.min_offset), cl.end_of_files)
+        self.recovered_from = start
+        end = cl.scan(start, self._redispatch)
+        if end < start:
+            end = start
+        cl.truncate_to(end)
+        for queues in self._cqs.values():
+            for cq in queues.values():
+                cq.recover(end)
+                self._dirty_cqs.add(cq)
+        # What we re-read may only be in the page cache (process crash, not power loss):
+        # make it durable before counting it as flushed.
+        to_sync = cl.segments_between(start, end) + self._take_dirty_logics()
+        await loop.run_in_executor(None, _sync_all, to_sync)
+        cl.flushed = end
+        await loop.run_in_executor(None, self._write_checkpoint, end, end)
+        disk.replace_file(self._abort_path, b"")
+        self._flush_wanted = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._stopping = False
+        self._running = True
+        self._tasks = [
+            loop.create_task(self._flush_loop(), name="store-flush"),
+            loop.create_task(self._checkpoint_loop(), name="store-checkpoint"),
+        ]
+        if self.abnormal_shutdown:
+            log.warning("store recovered after abnormal shutdown: scanned %d..%d", start, end)
+
+    async def close(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        self._stopping = True
+        assert self._stop_event is not None and self._flush_wanted is not None
+        self._stop_event.set()
+        self._flush_wanted.set()
+        # Let the tasks finish their current fsync rather than cancel them mid-thread.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        try:
+            await self.checkpoint()
+            self.disk.remove(self._abort_path)
+            self.disk.sync_dir(self.config.store_path_root_dir)
+        finally:
+            self._fail_waiters(DiskError("store closed"))
+            self._close_files()
+
+    async def crash_stop(self) -> None:
+        """Stops like a killed process, for tests and simulation: no flush, no checkpoint,
+        the abort file stays. Pair with `FaultyDisk.crash()` to also lose unsynced data."""
+        if not self._running:
+            return
+        self._running = False
+        self._stopping = True
+        assert self._stop_event is not None and self._flush_wanted is not None
+        self._stop_event.set()
+        self._flush_wanted.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._fail_waiters(DiskError("store crashed"))
+        self._close_files()
+
+    def _close_files(self) -> None:
+        self.commitlog.close()
+        for queues in self._cqs.values():
+            for cq in queues.values():
+                cq.close()
+        self.index.close()
+
+    def add_arrival_listener(self, listener: ArrivalListener) -> None:
+        """Called as `listener(topic, queue_id, queue_offset, tags_code, properties)`."""
+        self._listeners.append(listener)
+
+    # --- writes -------------------------------------------------------------------------
+    def put_message(self, msg: MessageToStore, *, tags_code: int | None = None) -> PutMessageResult:
+        """Stores one message; `tags_code` overrides the message's (e.g. delay time)."""
+        if tags_code is not None:
+            msg = replace(msg, tags_code=tags_code)
+        return self._put([msg])
+
+    def put_messages(self, msgs: list[MessageToStore]) -> PutMessageResult:
+        """Stores a batch in one append; each (topic, queue) gets consecutive offsets."""
+        if not msgs:
+            return PutMessageResult(PutMessageStatus.MESSAGE_ILLEGAL, remark="empty batch")
+        return self._put(msgs)
+
+    async def put_message_async(self, msg: MessageToStore) -> PutMessageResult:
+        """put_message, then waits for fsync under SYNC_FLUSH unless WAIT=false."""
+        res = self.put_message(msg)
+        if self._should_wait(msg):
+            res = await self.wait_durable(res)
+        return res
+
+    async def put_messages_async(self, msgs: list[MessageToStore]) -> PutMessageResult:
+        res = self.put_messages(msgs)
+        if msgs and self._should_wait(msgs[0]):
+            res = await self.wait_durable(res)
+        return res
+
+    def _should_wait(self, msg: MessageToStore) -> bool:
+        return (
+            self.config.flush_disk_type == SYNC_FLUSH
+            and msg.properties.get(PROPERTY_WAIT, "true").lower() != "false"
+        )
+
+    def _check_writable(self) -> PutMessageResult | None:
+        if not self._running:
+            return PutMessageResult(PutMessageStatus.SERVICE_NOT_AVAILABLE, remark="store not open")
+        if self._fatal:
+            return PutMessageResult(PutMessageStatus.SERVICE_NOT_AVAILABLE, remark=self._fatal)
+        now = self._clock()
+        if self._space_full or now - self._last_space_check >= _SPACE_CHECK_INTERVAL_MS:
+            self._last_space_check = now
+            try:
+                usage = self.disk.usage(self.config.store_path_root_dir)
+            except DiskError:
+                usage = None
+            limit = self.config.disk_space_warning_level_ratio
+            if usage is not None and usage.used_ratio_percent > limit:
+                self._space_full = (
+                    f"disk full: {usage.used_ratio_percent:.1f}% used > "
+                    f"diskSpaceWarningLevelRatio {limit}%"
+                )
+            else:
+                self._space_full = None
+        if self._space_full:
+            return PutMessageResult(PutMessageStatus.DISK_FULL, remark=self._space_full)
+        return None
+
+    def _prepare(self, msg: MessageToStore) -> _Prepared | PutMessageResult:
+        topic = msg.topic
+        topic_b = topic.encode()
+        if (
+            not topic_b
+            or len(topic_b) > MAX_TOPIC_LENGTH
+            or "/" in topic
+            or "\\" in topic
+            or "\x00" in topic
+            or topic in (".", "..")
+        ):
+            return PutMessageResult(PutMessageStatus.MESSAGE_ILLEGAL, remark=f"bad topic {topic!r}")
+        if msg.queue_id < 0:
+            return PutMessageResult(
+                PutMessageStatus.MESSAGE_ILLEGAL, remark=f"bad queue id {msg.queue_id}"
+            )
+        if len(msg.body) > self.config.max_message_size:
+            return PutMessageResult(
+                PutMessageStatus.MESSAGE_ILLEGAL,
+                remark=f"message body {len(msg.body)} bytes > maxMessageSize "
+                f"{self.config.max_message_size}",
+            )
+        props_b = encode_properties(msg.properties).encode()
+        if len(props_b) > MAX_PROPERTIES_LENGTH:
+            return PutMessageResult(
+                PutMessageStatus.PROPERTIES_SIZE_EXCEEDED,
+                remark=f"properties {len(props_b)} bytes > {MAX_PROPERTIES_LENGTH}",
+            )
+        sys_flag = host_sys_flag(msg.sys_flag, msg.born_host[0], self.config.store_host[0])
+        size = record_size(len(msg.body), len(topic_b), len(props_b), sys_flag)
+        tc = msg.tags_code
+        if tc is None:
+            tc = tags_code(msg.properties.get(PROPERTY_TAGS))
+        return _Prepared(msg, topic_b, props_b, sys_flag, size, tc)
+
+    def _cq(self, topic: str, queue_id: int, create: bool) -> ConsumeQueue | None:
+        queues = self._cqs.get(topic)
+        cq = queues.get(queue_id) if queues else None
+        if cq is None and create:
+            cq = ConsumeQueue(
+                self.disk,
+                os.path.join(self._cq_root, topic, str(queue_id)),
+                topic,
+                queue_id,
+                self.config.mapped_file_size_consume_queue,
+            )
+            self._cqs.setdefault(topic, {})[queue_id] = cq
+        return cq
+
+    def _put(self, msgs: list[MessageToStore]) -> PutMessageResult:
+        bad = self._check_writable()
+        if bad is not None:
+            return bad
+        prepared: list[_Prepared] = []
+        for m in msgs:
+            p = self._prepare(m)
+            if isinstance(p, PutMessageResult):
+                return p
+            prepared.append(p)
+        total = sum(p.size for p in prepared)
+        cl = self.commitlog
+        if total > cl.max_record_size():
+            return PutMessageResult(
+                PutMessageStatus.MESSAGE_ILLEGAL,
+                remark=f"{total} bytes do not fit a commitlog file ({cl.file_size})",
+            )
+        try:
+            phy0 = cl.reserve(total)
+        except DiskError as e:
+            return self._io_failure(e)
+        now = self._clock()
+        store_host = self.config.store_host
+        parts: list[bytes] = []
+        placed: list[tuple[_Prepared, ConsumeQueue, int, int]] = []
+        next_qo: dict[ConsumeQueue, int] = {}
+        phy = phy0
+        try:
+            for p in prepared:
+                m = p.msg
+                cq = self._cq(m.topic, m.queue_id, True)
+                assert cq is not None
+                qo = next_qo.get(cq, cq.max_offset)
+                next_qo[cq] = qo + 1
+                parts.append(
+                    encode_record_parts(
+                        p.topic_b,
+                        m.body,
+                        p.props_b,
+                        queue_id=m.queue_id,
+                        flag=m.flag,
+                        queue_offset=qo,
+                        physical_offset=phy,
+                        sys_flag=p.sys_flag,
+                        born_timestamp=m.born_timestamp,
+                        born_host=m.born_host,
+                        store_timestamp=now,
+                        store_host=store_host,
+                        reconsume_times=m.reconsume_times,
+                        prepared_transaction_offset=m.prepared_transaction_offset,
+                    )
+                )
+                placed.append((p, cq, qo, phy))
+                phy += p.size
+        except ValueError as e:  # e.g. an unparsable born host
+            cl.rollback(phy0)
+            return PutMessageResult(PutMessageStatus.MESSAGE_ILLEGAL, remark=str(e))
+        try:
+            cl.append_at(phy0, parts[0] if len(parts) == 1 else b"".join(parts))
+        except DiskError as e:
+            return self._io_failure(e)
+        # Dispatch. A failed ConsumeQueue write undoes the whole put so what is stored
+        # stays consistent; the index is only a hint and never fails a put.
+        first_qo = {cq: qo for cq, qo in reversed([(c, q) for _, c, q, _ in placed])}
+        try:
+            for p, cq, qo, at in placed:
+                cq.put(qo, at, p.size, p.tags_code)
+                self._dirty_cqs.add(cq)
+        except DiskError as e:
+            cl.rollback(phy0)
+            for cq, qo in first_qo.items():
+                with contextlib.suppress(DiskError):
+                    cq.truncate_from(qo)
+            return self._io_failure(e)
+        if self.config.message_index_enable:
+            for p, _cq, _qo, at in placed:
+                self._index_message(p.msg.topic, p.msg.properties, at, now)
+        for p, _cq, qo, _at in placed:
+            self._notify(p.msg.topic, p.msg.queue_id, qo, p.tags_code, p.msg.properties)
+        ids = [offset_msg_id(store_host, at) for _, _, _, at in placed]
+        res = PutMessageResult(
+            PutMessageStatus.PUT_OK,
+            msg_id=ids[0] if len(ids) == 1 else ",".join(ids),
+            queue_offset=placed[0][2],
+            commit_log_offset=phy0,
+            wrote_bytes=total,
+            store_timestamp=now,
+            msg_ids=ids,
+            queue_offsets=[qo for _, _, qo, _ in placed],
+            commit_log_offsets=[at for _, _, _, at in placed],
+        )
+        return res
+
+    def _io_failure(self, e: DiskError) -> PutMessageResult:
+        if isinstance(e, DiskFullError):
+            log.warning("put rejected, disk full: %s", e)
+            return PutMessageResult(PutMessageStatus.DISK_FULL, remark=f"disk full: {e}")
+        log.error("put failed: %s", e)
+        return PutMessageResult(PutMessageStatus.OS_ERROR, remark=str(e))
+
+    def _index_message(self, topic: str, props: dict[str, str], phy: int, ts: int) -> None:
+        keys: list[str] = []
+        raw = props.get(PROPERTY_KEYS)
+        if raw:
+            keys.extend(raw.split())
+        uniq = props.get(PROPERTY_UNIQ_KEY)
+        if uniq:
+            keys.append(uniq)
+        if not keys:
+            return
+        try:
+            self.index.put(topic, keys, phy, ts)
+        except DiskError as e:
+            log.warning("index write failed (queries may miss %s): %s", phy, e)
+
+    def _notify(self, topic: str, qid: int, qo: int, tc: int, props: dict[str, str]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(topic, qid, qo, tc, props)
+            except Exception:
+                log.exception("message arrival listener failed")
+
+    # --- durability -----------------------------------------------------------------------
+    async def wait_durable(self, result: PutMessageResult) -> PutMessageResult:
+        """Completes when fsync covers `result`'s records (group commit: one fsync serves
+        every waiter it covers). FLUSH_DISK_TIMEOUT after sync_flush_timeout_ms."""
+        if result.status is not PutMessageStatus.PUT_OK:
+            return result
+        end = result.end_offset
+        if end <= self.commitlog.flushed:
+            return result
+        if self._fatal or not self._running or self._flush_wanted is None:
+            return replace(
+                result,
+                status=PutMessageStatus.FLUSH_DISK_TIMEOUT,
+                remark=self._fatal or "store not running",
+            )
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (end, next(self._seq), fut))
+        self._flush_wanted.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.config.sync_flush_timeout_ms / 1000)
+        except TimeoutError:
+            return replace(
+                result, status=PutMessageStatus.FLUSH_DISK_TIMEOUT, remark="flush timed out"
+            )
+        except DiskError as e:
+            return replace(result, status=PutMessageStatus.FLUSH_DISK_TIMEOUT, remark=str(e))
+        return result
+
+    def _advance_flushed(self, offset: int) -> None:
+        cl = self.commitlog
+        if offset > cl.flushed:
+            cl.flushed = offset
+        w = self._waiters
+        while w and w[0][0] <= cl.flushed:
+            fut = heapq.heappop(w)[2]
+            if not fut.done():
+                fut.set_result(None)
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        while self._waiters:
+            fut = heapq.heappop(self._waiters)[2]
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved: a timed-out waiter never looks
+
+    async def flush(self) -> None:
+        """Fsyncs the CommitLog up to the current write position."""
+        cl = self.commitlog
+        target = cl.wrote
+        if target <= cl.flushed:
+            self._advance_flushed(target)
+            return
+        segs = cl.segments_between(cl.flushed, target)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, _sync_all, segs)
+        except DiskError as e:
+            # After a failed fsync the page cache state is unknown (fsyncgate): stop
+            # accepting writes rather than acknowledge data that may be gone.
+            self._fatal = f"fsync failed, store is read-only: {e}"
+            log.error("%s", self._fatal)
+            self._fail_waiters(e)
+            return
+        self._advance_flushed(target)
+
+    async def _flush_loop(self) -> None:
+        assert self._flush_wanted is not None
+        wanted = self._flush_wanted
+        sync_mode = self.config.flush_disk_type == SYNC_FLUSH
+        interval = self.config.flush_interval_commitlog_ms / 1000
+        while not self._stopping:
+            if sync_mode:
+                await wanted.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wanted.wait(), interval)
+            wanted.clear()
+            if self._stopping:
+                break
+            await self.flush()
+
+    async def _checkpoint_loop(self) -> None:
+        assert self._stop_event is not None
+        interval = self.config.flush_interval_consume_queue_ms / 1000
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), interval)
+            if self._stopping:
+                break
+            try:
+                await self.checkpoint()
+            except DiskError as e:
+                log.error("checkpoint failed: %s", e)
+
+    def _take_dirty_logics(self) -> list[Segment]:
+        segs: list[Segment] = []
+        for cq in self._dirty_cqs:
+            segs.extend(cq.take_dirty())
+        self._dirty_cqs.clear()
+        if self.config.message_index_enable:
+            segs.extend(self.index.prepare_flush())
+        return segs
+
+    async def checkpoint(self) -> None:
+        """Fsyncs CommitLog, ConsumeQueues and index up to now, then records that offset."""
+        loop = asyncio.get_running_loop()
+        cl = self.commitlog
+        target = cl.wrote
+        # Dispatch is synchronous, so every CQ/index entry for records below `target` is
+        # already written; snapshot before yielding to the loop.
+        segs = cl.segments_between(cl.flushed, target) + self._take_dirty_logics()
+        await loop.run_in_executor(None, _sync_all, segs)
+        self._advance_flushed(target)
+        await loop.run_in_executor(None, self._write_checkpoint, cl.flushed, target)
+
+    def _write_checkpoint(self, physic: int, logics: int) -> None:
+        body = _CKPT.pack(_CKPT_MAGIC, physic, logics, 0)[:-4]
+        self.disk.replace_file(self._checkpoint_path, body + struct.pack(">I", zlib.crc32(body)))
+
+    def _read_checkpoint(self) -> tuple[int, int] | None:
+        raw = self.disk.read_file(self._checkpoint_path)
+        if raw is None or len(raw) != _CKPT.size:
+            return None
+        magic, physic, logics, crc = _CKPT.unpack(raw)
+        if magic != _CKPT_MAGIC or zlib.crc32(raw[:-4]) != crc or logics < 0:
+            log.warning("ignoring corrupt checkpoint file")
+            return None
+        return physic, logics
+
+    # --- recovery -------------------------------------------------------------------------
+    def _load_consume_queues(self) -> None:
+        units = self.config.mapped_file_size_consume_queue
+        for topic in self.disk.listdir(self._cq_root):
+            tdir = os.path.join(self._cq_root, topic)
+            if not self.disk.isdir(tdir):
+                continue
+            for qname in self.disk.listdir(tdir):
+                if not qname.isdigit():
+                    continue
+                cq = ConsumeQueue(self.disk, os.path.join(tdir, qname), topic, int(qname), units)
+                cq.load()
+                self._cqs.setdefault(topic, {})[int(qname)] = cq
+
+    def _redispatch(self, msg: MessageExt) -> None:
+        cq = self._cq(msg.topic, msg.queue_id, True)
+        assert cq is not None
+        try:
+            cq.put(msg.queue_offset, msg.commit_log_offset, msg.store_size, self._tags_code_of(msg))
+        except ValueError:
+            # Below the queue's first file (already expired): nothing to rebuild.
+            return
+        if self.config.message_index_enable:
+            self._index_message(
+                msg.topic, msg.properties, msg.commit_log_offset, msg.store_timestamp
+            )
+
+    # --- reads ----------------------------------------------------------------------------
+    def get_messages(
+        self,
+        topic: str,
+        queue_id: int,
+        offset: int,
+        max_nums: int,
+        max_bytes: int = 256 * 1024,
+        tag_filter: Callable[[int], bool] | None = None,
+    ) -> GetMessageResult:
+        cq = self._cq(topic, queue_id, False)
+        if cq is None:
+            return GetMessageResult(GetMessageStatus.NO_MATCHED_LOGIC_QUEUE, 0, 0, 0)
+        lo, hi = cq.min_offset, cq.max_offset
+        if hi == 0:
+            return GetMessageResult(GetMessageStatus.NO_MESSAGE_IN_QUEUE, 0, lo, hi)
+        if offset < lo:
+            return GetMessageResult(GetMessageStatus.OFFSET_TOO_SMALL, lo, lo, hi)
+        if offset == hi:
+            return GetMessageResult(GetMessageStatus.OFFSET_OVERFLOW_ONE, offset, lo, hi)
+        if offset > hi:
+            return GetMessageResult(GetMessageStatus.OFFSET_OVERFLOW_BADLY, hi, lo, hi)
+        res = GetMessageResult(GetMessageStatus.NO_MATCHED_MESSAGE, offset, lo, hi)
+        cl = self.commitlog
+        size_total = 0
+        status = GetMessageStatus.NO_MATCHED_MESSAGE
+        for idx, phy, size, tc in cq.iter_units(offset, max(_MIN_SCAN_UNITS, max_nums)):
+            if len(res.messages) >= max_nums:
+                break
+            if res.messages and size_total + size > max_bytes:
+                break
+            res.next_begin_offset = idx + 1
+            if tag_filter is not None and not tag_filter(tc):
+                continue
+            rec = cl.read(phy, size) if size > 0 else None
+            if rec is None:
+                status = (
+                    GetMessageStatus.MESSAGE_WAS_REMOVING
+                    if phy < cl.min_offset
+                    else GetMessageStatus.OFFSET_FOUND_NULL
+                )
+                continue
+            res.messages.append(rec)
+            res.queue_offsets.append(idx)
+            size_total += size
+        res.status = GetMessageStatus.FOUND if res.messages else status
+        return res
+
+    def get_max_offset(self, topic: str, queue_id: int) -> int:
+        cq = self._cq(topic, queue_id, False)
+        return cq.max_offset if cq else 0
+
+    def get_min_offset(self, topic: str, queue_id: int) -> int:
+        cq = self._cq(topic, queue_id, False)
+        return cq.min_offset if cq else 0
+
+    def get_store_timestamp(self, topic: str, queue_id: int, offset: int) -> int | None:
+        cq = self._cq(topic, queue_id, False)
+        unit = cq.get(offset) if cq else None
+        if unit is None:
+            return None
+        head = self.commitlog.read(unit[0], 80)
+        if head is None:
+            return None
+        try:
+            return record_store_timestamp(head)
+        except MessageDecodeError:
+            return None
+
+    def get_offset_by_time(
+        self, topic: str, queue_id: int, timestamp_ms: int, boundary: str = "LOWER"
+    ) -> int:
+        """LOWER: first offset stored at or after the time (max offset if none).
+        UPPER: last offset stored at or before it (min offset if none)."""
+        cq = self._cq(topic, queue_id, False)
+        if cq is None or cq.max_offset <= cq.min_offset:
+            return 0 if cq is None else cq.min_offset
+        lo, hi = cq.min_offset, cq.max_offset
+
+        def ts(i: int) -> int:
+            t = self.get_store_timestamp(topic, queue_id, i)
+            return -1 if t is None else t
+
+        if boundary.upper() == "UPPER":
+            a, b = lo, hi  # first index with ts > timestamp
+            while a < b:
+                mid = (a + b) // 2
+                if ts(mid) <= timestamp_ms:
+                    a = mid + 1
+                else:
+                    b = mid
+            return max(lo, a - 1)
+        a, b = lo, hi  # first index with ts >= timestamp
+        while a < b:
+            mid = (a + b) // 2
+            if ts(mid) < timestamp_ms:
+                a = mid + 1
+            else:
+                b = mid
+        return a
+
+    def read_record(self, phy_offset: int) -> bytes | None:
+        return self.commitlog.read_record(phy_offset)
+
+    def look_message(self, phy_offset: int) -> MessageExt | None:
+        rec = self.commitlog.read_record(phy_offset)
+        if rec is None:
+            return None
+        try:
+            return decode_record(rec)[0]
+        except MessageDecodeError:
+            return None
+
+    def _query(
+        self, topic: str, key: str, max_num: int, begin_ts: int, end_ts: int, uniq: bool
+    ) -> list[MessageExt]:
+        out: list[MessageExt] = []
+        if not self.config.message_index_enable or max_num <= 0:
+            return out
+        for phy in self.index.query(topic, key, max_num, begin_ts, end_ts):
+            msg = self.look_message(phy)
+            if msg is None or msg.topic != topic or msg.commit_log_offset != phy:
+                continue
+            if not begin_ts <= msg.store_timestamp <= end_ts:
+                continue
+            hit = msg.properties.get(PROPERTY_UNIQ_KEY) == key
+            if not uniq:
+                hit = hit or key in msg.keys
+            if hit:
+                out.append(msg)
+                if len(out) >= max_num:
+                    break
+        return out
+
+    def query_by_key(
+        self, topic: str, key: str, max_num: int = 32, begin_ts: int = 0, end_ts: int = 2**62
+    ) -> list[MessageExt]:
+        return self._query(topic, key, max_num, begin_ts, end_ts, uniq=False)
+
+    def query_by_unique_key(
+        self, topic: str, uniq_key: str, max_num: int = 32, begin_ts: int = 0, end_ts: int = 2**62
+    ) -> list[MessageExt]:
+        return self._query(topic, uniq_key, max_num, begin_ts, end_ts, uniq=True)
+
+    # --- admin ----------------------------------------------------------------------------
+    def delete_topic(self, topic: str) -> None:
+        """Drops the topic's ConsumeQueues (CommitLog records age out with their files)."""
+        queues = self._cqs.pop(topic, {})
+        for cq in queues.values():
+            self._dirty_cqs.discard(cq)
+            cq.destroy()
+        self.disk.rmtree(os.path.join(self._cq_root, topic))
+
+    def topic_queues(self) -> dict[str, list[int]]:
+        return {t: sorted(q) for t, q in self._cqs.items()}
+
+    @property
+    def max_physical_offset(self) -> int:
+        return self.commitlog.wrote
+
+    @property
+    def min_physical_offset(self) -> int:
+        return self.commitlog.min_offset
+
+    @property
+    def flushed_physical_offset(self) -> int:
+        return self.commitlog.flushed
+
+    @property
+    def running(self) -> bool:
+        return self._running

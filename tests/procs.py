@@ -1,0 +1,106 @@
+"""Real server processes for integration tests: start, wait until serving, kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_port_pair() -> int:
+    """A port p with p+1 also free (brokers use listenPort+1 for HA later)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+class ServerProcess:
+    """A `python -m ledgermq ...` child whose output is collected on a thread."""
+
+    def __init__(self, args: list[str], *, ready_text: str, log_path: Path) -> None:
+        self.args = args
+        self.ready_text = ready_text
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._lines: list[str] = []
+        self._ready = threading.Event()
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._ready.clear()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ledgermq", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.kill()
+            raise RuntimeError(
+                f"{self.args[0]} did not print {self.ready_text!r} within {timeout}s:\n"
+                + "".join(self._lines[-40:])
+            )
+        return self
+
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        with open(self.log_path, "ab") as log:
+            for raw in proc.stdout:
+                log.write(raw)
+                line = raw.decode(errors="replace")
+                self._lines.append(line)
+                if self.ready_text in line:
+                    self._ready.set()
+
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def kill(self) -> None:
+        """kill -9: no chance to flush or clean up."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
