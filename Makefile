@@ -39,3 +39,10 @@ interop: $(STAMP) interop-venv
 
 clean:
 	rm -rf $(VENV) .venv-interop-cpp build dist src/*.egg-info
+
+# Benchmarks: peers measured in the same run (needs nats-server: apt-get install nats-server).
+bench: $(STAMP)
+	$(PY) bench/compare.py
+
+bench-recovery: $(STAMP)
+	$(PY) bench/recovery.py

@@ -7,6 +7,7 @@ real `ledgermq quickstart` process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -42,8 +43,29 @@ def cluster(tmp_path_factory):
         log_path=tmp / "quickstart.log",
     )
     server.start()
-    yield {"namesrv": f"127.0.0.1:{ns_port}", "tmp": tmp}
+    namesrv = f"127.0.0.1:{ns_port}"
+    asyncio.run(_create_topics(namesrv))
+    yield {"namesrv": namesrv, "tmp": tmp}
     assert server.stop() == 0, server.output()[-3000:]
+
+
+TOPICS = ["InteropTopic", "InteropTags", "InteropRetry", "InteropOrder"]
+
+
+async def _create_topics(namesrv: str) -> None:
+    # As an operator would with `mqadmin updateTopic`: the C++ consumer only re-reads
+    # routes every 30 s, so a topic created later by the first send is seen late.
+    from ledgermq.client.admin import AdminClient
+
+    admin = AdminClient(namesrv)
+    await admin.start()
+    try:
+        for topic in TOPICS:
+            assert await admin.create_topic(
+                topic, cluster="DefaultCluster", read_queue_nums=4, write_queue_nums=4
+            )
+    finally:
+        await admin.shutdown()
 
 
 def _driver(*args: str, timeout: float, log_dir: Path) -> subprocess.Popen[str]:

@@ -68,8 +68,14 @@ def _json_frame(header: dict, body: bytes = b"") -> bytes:
 def test_json_header_values_of_any_type_become_strings():
     # The Node.js client sends numbers and booleans; the C++ core mixes them.
     frame = _json_frame(
-        {"code": 11, "language": "NODE_JS", "opaque": 7, "flag": 0, "version": 121,
-         "extFields": {"queueId": 1, "k": False, "s": "x", "n": None, "f": 2.0}}
+        {
+            "code": 11,
+            "language": "NODE_JS",
+            "opaque": 7,
+            "flag": 0,
+            "version": 121,
+            "extFields": {"queueId": 1, "k": False, "s": "x", "n": None, "f": 2.0},
+        }
     )
     (cmd,) = FrameDecoder().feed(frame)
     assert cmd.ext_fields == {"queueId": "1", "k": "false", "s": "x", "f": "2"}

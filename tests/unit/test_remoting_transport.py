@@ -52,7 +52,10 @@ async def test_many_requests_in_flight_are_matched_by_opaque(server):
     client = RemotingClient()
     addr = f"127.0.0.1:{server.port}"
     replies = await asyncio.gather(
-        *(client.invoke(addr, RemotingCommand(code=1, ext_fields={"v": str(i)})) for i in range(200))
+        *(
+            client.invoke(addr, RemotingCommand(code=1, ext_fields={"v": str(i)}))
+            for i in range(200)
+        )
     )
     assert [r.ext_fields["echo"] for r in replies] == [str(i) for i in range(200)]
     await client.close()
@@ -76,8 +79,9 @@ async def test_handler_error_becomes_error_reply(server):
 
 async def test_reply_uses_request_serialization(server):
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    req = RemotingCommand(code=1, opaque=42, ext_fields={"v": "bin"},
-                          serialize_type=SerializeType.ROCKETMQ)
+    req = RemotingCommand(
+        code=1, opaque=42, ext_fields={"v": "bin"}, serialize_type=SerializeType.ROCKETMQ
+    )
     writer.write(encode_command(req))
     length = struct.unpack(">i", await reader.readexactly(4))[0]
     frame = await reader.readexactly(length)

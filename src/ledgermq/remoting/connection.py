@@ -131,8 +131,8 @@ class RemotingConnection(asyncio.Protocol):
 
     # asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         if peer:

@@ -1,0 +1,302 @@
+"""Broker: wires the store, metadata managers, processors and periodic tasks together.
+
+Everything hangs off the instance (no module state), so many brokers can share one
+process and one event loop (BrokerContainer, in-process cluster tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+from ledgermq.broker.client_manager import ClientManager, ConsumerGroupInfo
+from ledgermq.broker.config import BrokerConfig
+from ledgermq.broker.config_file import JsonConfigFile
+from ledgermq.broker.consumer_offsets import ConsumerOffsetManager
+from ledgermq.broker.data_version import DataVersion
+from ledgermq.broker.delay import recovery_tags_code
+from ledgermq.broker.long_polling import PullHoldService
+from ledgermq.broker.mq_lock import RebalanceLockManager
+from ledgermq.broker.namesrv_registration import BrokerIdentity, NamesrvRegistrar
+from ledgermq.broker.processors.registry import register_processors
+from ledgermq.broker.putter import MessagePutter
+from ledgermq.broker.schedule import ScheduleService
+from ledgermq.broker.stats import BrokerStats
+from ledgermq.broker.store_port import StorePort
+from ledgermq.broker.subscription_group import SubscriptionGroupManager
+from ledgermq.broker.topic_config import TopicConfigManager
+from ledgermq.broker.topics import SCHEDULE_TOPIC
+from ledgermq.common.config import ConfigError
+from ledgermq.remoting.client import RemotingClient
+from ledgermq.remoting.codec import RemotingCommand
+from ledgermq.remoting.codes import RequestCode
+from ledgermq.remoting.connection import Dispatcher, RemotingConnection
+from ledgermq.remoting.server import RemotingServer
+from ledgermq.storage.disk import Disk, OsDisk
+from ledgermq.store.message_store import MessageStore, StoreConfig
+
+log = logging.getLogger(__name__)
+
+_CHANNEL_SCAN_INTERVAL_S = 10.0
+_DELAY_OFFSET_FLUSH_S = 10.0
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Broker:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        disk: Disk | None = None,
+        clock_ms: Callable[[], int] | None = None,
+        host: str = "0.0.0.0",
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.disk = disk or OsDisk()
+        self.clock_ms = clock_ms or _wall_ms
+        self._host = host
+        self.ip1 = config.resolved_ip1()
+        self.config_version = DataVersion()
+        self.stats = BrokerStats()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._register_wanted: asyncio.Event | None = None
+        self._started = False
+        self.master_addr: str | None = None
+        for key in config.unsupported_keys_set():
+            log.warning("broker config key '%s' is not supported yet and has no effect", key)
+
+        cfg_dir = str(config.config_dir)
+        levels = config.delay_levels_ms()
+        self.store = StorePort(
+            MessageStore(self._store_config(), self.disk, tags_code_of=recovery_tags_code(levels))
+        )
+        self.topic_config = TopicConfigManager(
+            config, self._file(cfg_dir, "topics.json"), self.clock_ms, self._topics_changed
+        )
+        self.consumer_offsets = ConsumerOffsetManager(self._file(cfg_dir, "consumerOffset.json"))
+        self.subscription_groups = SubscriptionGroupManager(
+            self._file(cfg_dir, "subscriptionGroup.json"),
+            self.clock_ms,
+            config.auto_create_subscription_group,
+        )
+        self.clients = ClientManager(self._consumer_ids_changed)
+        self.locks = RebalanceLockManager(self.clock_ms, config.rebalance_lock_max_live_time)
+        self.pull_hold = PullHoldService()
+        self.putter = MessagePutter(self.store, levels, self.stats, self.clock_ms)
+        self.schedule = ScheduleService(
+            self.store, self.putter, levels, self._file(cfg_dir, "delayOffset.json"), self.clock_ms
+        )
+        self.dispatcher = Dispatcher()
+        register_processors(self, self.dispatcher)
+        self.server = RemotingServer(
+            self.dispatcher,
+            host,
+            config.listen_port,
+            max_frame_size=max(16 * 1024 * 1024, config.max_message_size + 1024 * 1024),
+            name=f"broker[{config.broker_name}]",
+        )
+        self.server.add_close_listener(self._connection_closed)
+        self.outer_client = RemotingClient()
+        self.registrar = NamesrvRegistrar(
+            self.outer_client,
+            config.namesrv_addrs,
+            self._identity,
+            self._register_body,
+            timeout_s=config.register_broker_timeout_mills / 1000,
+        )
+
+    # --- construction helpers ---------------------------------------------------------
+    def _file(self, directory: str, name: str) -> JsonConfigFile:
+        return JsonConfigFile(self.disk, os.path.join(directory, name))
+
+    def _store_config(self) -> StoreConfig:
+        c = self.config
+        return StoreConfig(
+            store_path_root_dir=str(c.store_root),
+            store_path_commit_log=c.store_path_commit_log,
+            mapped_file_size_commitlog=c.mapped_file_size_commit_log,
+            mapped_file_size_consume_queue=max(1, c.mapped_file_size_consume_queue // 20),
+            flush_disk_type=c.flush_disk_type,
+            flush_interval_commitlog_ms=c.flush_interval_commit_log,
+            sync_flush_timeout_ms=c.sync_flush_timeout,
+            max_message_size=c.max_message_size,
+            disk_max_used_space_ratio=c.disk_max_used_space_ratio,
+            # The port is only known after bind; `start()` fixes it before opening.
+            store_host=(self.ip1, c.listen_port),
+        )
+
+    # --- identity -----------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip1}:{self.port}"
+
+    @property
+    def store_host(self) -> tuple[str, int]:
+        return (self.ip1, self.port)
+
+    @property
+    def sync_flush(self) -> bool:
+        return self.config.flush_disk_type == "SYNC_FLUSH"
+
+    def _identity(self) -> BrokerIdentity:
+        c = self.config
+        ip2 = c.broker_ip2 or self.ip1
+        return BrokerIdentity(
+            c.broker_cluster_name, c.broker_name, c.broker_id, self.address,
+            f"{ip2}:{c.ha_listen_port}",
+        )
+
+    def _register_body(self) -> dict:
+        wrapper = self.topic_config.to_json()
+        if not _perm_is_full(self.config.broker_permission):
+            # A read-only or write-only broker advertises its limits on every topic.
+            for cfg in wrapper["topicConfigTable"].values():
+                cfg["perm"] &= self.config.broker_permission
+        return wrapper
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        try:
+            self.topic_config.load()
+            self.consumer_offsets.load()
+            self.subscription_groups.load()
+            self.schedule.load()
+        except ValueError as exc:
+            raise ConfigError(str(self.config.config_dir), str(exc)) from None
+        # Bind first: a listenPort of 0 (tests) is only known now, and the store stamps
+        # it into every record and offsetMsgId.
+        await self.server.start()
+        self.store.store.config.store_host = self.store_host
+        try:
+            await self.store.open()
+        except BaseException:
+            await self.server.stop()
+            raise
+        self.store.add_arrival_listener(self._message_arrived)
+        self.topic_config.persist()
+        self.stats.boot_timestamp_ms = self.clock_ms()
+        self._register_wanted = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if not self.config.is_slave:
+            self.schedule.start()
+        self._started = True
+        await self.registrar.register_all()
+        self._tasks = [
+            loop.create_task(self._register_loop(), name="broker-register"),
+            loop.create_task(self._periodic(self._flush_offsets,
+                                            self.config.flush_consumer_offset_interval / 1000),
+                             name="broker-offsets"),
+            loop.create_task(self._periodic(self.schedule.flush, _DELAY_OFFSET_FLUSH_S),
+                             name="broker-delay-offsets"),
+            loop.create_task(self._periodic(self._scan_channels, _CHANNEL_SCAN_INTERVAL_S),
+                             name="broker-channels"),
+        ]
+        log.info("broker %s started at %s", self.config.broker_name, self.address)
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.registrar.unregister_all()
+        self.pull_hold.wake_all()
+        await asyncio.sleep(0)  # let woken pulls answer before the server goes
+        await self.schedule.stop()
+        await self.server.stop()
+        self._flush_offsets()
+        await self.store.close()
+        await self.outer_client.close()
+        log.info("broker %s stopped", self.config.broker_name)
+
+    # --- periodic work --------------------------------------------------------------------
+    async def _periodic(self, fn: Callable[[], object], interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                result = fn()
+                if isinstance(result, Awaitable):
+                    await result
+            except Exception:
+                log.exception("broker periodic task %s failed", getattr(fn, "__name__", fn))
+
+    def _flush_offsets(self) -> None:
+        self.consumer_offsets.flush()
+
+    async def _register_loop(self) -> None:
+        assert self._register_wanted is not None
+        wanted = self._register_wanted
+        period = self.config.register_name_server_period / 1000
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wanted.wait(), period)
+            wanted.clear()
+            await self.register_now()
+
+    async def register_now(self) -> None:
+        results = await self.registrar.register_all()
+        for r in results:
+            if r.master_addr:
+                self.master_addr = r.master_addr
+
+    def _topics_changed(self) -> None:
+        if self._register_wanted is not None:
+            self._register_wanted.set()
+
+    def _scan_channels(self) -> None:
+        now = self.clock_ms()
+        for conn in self.clients.expired(now, self.config.channel_expired_timeout):
+            log.info("closing client channel %s: no heartbeat", conn.remote_address)
+            self.clients.connection_closed(conn)
+            conn.close()
+
+    # --- events ---------------------------------------------------------------------------
+    def _message_arrived(
+        self, topic: str, queue_id: int, queue_offset: int, tags_code: int, props: dict
+    ) -> None:
+        self.pull_hold.notify_arrival(topic, queue_id, queue_offset)
+        if topic == SCHEDULE_TOPIC:
+            self.schedule.notify_arrival(queue_id)
+
+    def _connection_closed(self, conn: RemotingConnection) -> None:
+        self.clients.connection_closed(conn)
+
+    def _consumer_ids_changed(self, group: str, info: ConsumerGroupInfo) -> None:
+        """Tells every member of the group to rebalance now (NOTIFY_CONSUMER_IDS_CHANGED)."""
+        cfg = self.subscription_groups.get(group)
+        if cfg is not None and not cfg.notify_consumer_ids_changed_enable:
+            return
+        for conn in list(info.channels):
+            if not conn.is_open:
+                continue
+            try:
+                conn.oneway(
+                    RemotingCommand(
+                        code=RequestCode.NOTIFY_CONSUMER_IDS_CHANGED,
+                        ext_fields={"consumerGroup": group},
+                    )
+                )
+            except Exception as exc:
+                log.debug("notify consumer ids changed to %s failed: %s", conn.remote_address, exc)
+
+
+def _perm_is_full(perm: int) -> bool:
+    return perm & 6 == 6

@@ -1,0 +1,244 @@
+"""SEND_MESSAGE (10), SEND_MESSAGE_V2 (310) and SEND_BATCH_MESSAGE (320).
+
+The hot path is synchronous: decode the header, build the message, put it, reply. Only
+SYNC_FLUSH returns an awaitable (the group-commit wait), so ASYNC_FLUSH sends create no
+task at all.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from ledgermq.broker import topics as t
+from ledgermq.broker.processors.responses import put_status_code
+from ledgermq.broker.send_header import SendHeader, decode_send_header
+from ledgermq.broker.store_port import PutOutcome
+from ledgermq.common.message import (
+    MAX_PROPERTIES_LENGTH,
+    PROPERTY_CLUSTER,
+    PROPERTY_TRAN_MSG,
+    PROPERTY_WAIT,
+    MessageDecodeError,
+    decode_batch,
+    decode_properties,
+)
+from ledgermq.remoting.codec import RemotingCommand
+from ledgermq.remoting.codes import ResponseCode
+from ledgermq.remoting.connection import HandlerResult, RemotingConnection
+from ledgermq.remoting.errors import RemotingError
+from ledgermq.store.message_store import MessageToStore
+
+if TYPE_CHECKING:
+    from ledgermq.broker.broker import Broker
+
+
+def parse_host(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return (host.strip("[]") or "127.0.0.1", int(port) if port.isdigit() else 0)
+
+
+def born_host(conn: RemotingConnection) -> tuple[str, int]:
+    """The producer's address, parsed once per connection rather than once per message."""
+    host = conn.attributes.get("bornHost")
+    if host is None:
+        host = conn.attributes["bornHost"] = parse_host(conn.remote_address)
+    return host
+
+
+class SendProcessor:
+    def __init__(self, broker: Broker) -> None:
+        self._b = broker
+        self._random = random.Random()
+
+    # --- checks shared with batch ------------------------------------------------------
+    def _check(self, conn: RemotingConnection, h: SendHeader) -> int:
+        """Validates topic and permissions; returns the write queue count."""
+        b = self._b
+        cfg = b.config
+        if cfg.is_slave:
+            raise RemotingError(
+                ResponseCode.SERVICE_NOT_AVAILABLE, "the broker is a slave, sending is not allowed"
+            )
+        if not t.is_writeable(cfg.broker_permission):
+            raise RemotingError(
+                ResponseCode.NO_PERMISSION,
+                f"the broker[{cfg.broker_ip1}] sending message is forbidden",
+            )
+        topic_cfg = b.topic_config.get(h.topic)
+        if topic_cfg is None:
+            error = t.topic_error(h.topic)
+            if error is not None:
+                raise RemotingError(ResponseCode.MESSAGE_ILLEGAL, error)
+            if h.topic in t.NOT_ALLOWED_SEND_TOPICS:
+                raise RemotingError(
+                    ResponseCode.NO_PERMISSION, f"Sending message to topic[{h.topic}] is forbidden."
+                )
+            if h.topic.startswith(t.RETRY_PREFIX):
+                topic_cfg = b.topic_config.create_system_group_topic(
+                    h.topic, 1, t.PERM_READ | t.PERM_WRITE
+                )
+            else:
+                topic_cfg = b.topic_config.create_for_send(
+                    h.topic, h.default_topic, h.default_topic_queue_nums, 0
+                )
+            if topic_cfg is None:
+                raise RemotingError(
+                    ResponseCode.TOPIC_NOT_EXIST,
+                    f"topic[{h.topic}] not exist, apply first please!",
+                )
+        elif h.topic in t.NOT_ALLOWED_SEND_TOPICS:
+            raise RemotingError(
+                ResponseCode.NO_PERMISSION, f"Sending message to topic[{h.topic}] is forbidden."
+            )
+        if not t.is_writeable(topic_cfg.perm):
+            raise RemotingError(
+                ResponseCode.NO_PERMISSION, f"the topic[{h.topic}] sending message is forbidden"
+            )
+        return topic_cfg.write_queue_nums
+
+    def _queue_id(self, requested: int, write_queues: int) -> int:
+        if 0 <= requested < write_queues:
+            return requested
+        return self._random.randrange(write_queues) if write_queues > 0 else 0
+
+    def _check_body(self, body: bytes) -> None:
+        limit = self._b.config.max_message_size
+        if len(body) > limit:
+            raise RemotingError(
+                ResponseCode.MESSAGE_ILLEGAL,
+                f"the message body size over max value, MAX: {limit}, got {len(body)}",
+            )
+
+    # --- SEND_MESSAGE / V2 ------------------------------------------------------------
+    def handle(self, conn: RemotingConnection, cmd: RemotingCommand) -> HandlerResult:
+        if cmd.ext_fields.get("m") == "true" or cmd.code == 320:
+            return self.handle_batch(conn, cmd)
+        h = decode_send_header(cmd.code, cmd.ext_fields)
+        write_queues = self._check(conn, h)
+        body = cmd.body or b""
+        self._check_body(body)
+        if len(h.properties.encode()) > MAX_PROPERTIES_LENGTH:
+            raise RemotingError(
+                ResponseCode.MESSAGE_ILLEGAL,
+                f"the message properties size over max value, MAX: {MAX_PROPERTIES_LENGTH}",
+            )
+        props = decode_properties(h.properties)
+        if props.get(PROPERTY_TRAN_MSG) == "true":
+            raise RemotingError(
+                ResponseCode.NO_PERMISSION,
+                "the broker does not support transaction messages yet",
+            )
+        b = self._b
+        queue_id = self._queue_id(h.queue_id, write_queues)
+        topic = h.topic
+        if topic.startswith(t.RETRY_PREFIX):
+            topic, queue_id = self._retry_or_dlq(h, topic, queue_id)
+        props[PROPERTY_CLUSTER] = b.config.broker_cluster_name
+        msg = MessageToStore(
+            topic=topic,
+            body=body,
+            flag=h.flag,
+            properties=props,
+            queue_id=queue_id,
+            sys_flag=h.sys_flag,
+            born_timestamp=h.born_timestamp,
+            born_host=born_host(conn),
+            reconsume_times=h.reconsume_times,
+        )
+        outcome = b.putter.put(msg)
+        response = self._response(cmd, outcome, queue_id)
+        if outcome.ok and b.sync_flush and props.get(PROPERTY_WAIT, "true") != "false":
+            return self._await_durable(cmd, outcome, response)
+        return response
+
+    def _retry_or_dlq(self, h: SendHeader, topic: str, queue_id: int) -> tuple[str, int]:
+        """A consumer re-sending to %RETRY%: past the retry limit it goes to the DLQ."""
+        group = topic[len(t.RETRY_PREFIX) :]
+        max_times = h.max_reconsume_times
+        if max_times is None:
+            sub = self._b.subscription_groups.get(group)
+            max_times = sub.retry_max_times if sub is not None else 16
+        if h.reconsume_times < max_times:
+            return topic, queue_id
+        dlq = t.dlq_topic(group)
+        self._b.topic_config.create_system_group_topic(dlq, 1, t.PERM_READ | t.PERM_WRITE)
+        return dlq, 0
+
+    def _response(
+        self, cmd: RemotingCommand, outcome: PutOutcome, queue_id: int
+    ) -> RemotingCommand:
+        code, remark = put_status_code(outcome.status, outcome.remark)
+        if code not in (
+            ResponseCode.SUCCESS,
+            ResponseCode.FLUSH_DISK_TIMEOUT,
+            ResponseCode.FLUSH_SLAVE_TIMEOUT,
+            ResponseCode.SLAVE_NOT_AVAILABLE,
+        ):
+            return cmd.make_response(code, remark)
+        cfg = self._b.config
+        return cmd.make_response(
+            code,
+            remark,
+            {
+                "msgId": ",".join(outcome.msg_ids),
+                "queueId": str(queue_id),
+                "queueOffset": str(outcome.queue_offset),
+                "MSG_REGION": cfg.region_id,
+                "TRACE_ON": "true" if cfg.trace_on else "false",
+            },
+        )
+
+    async def _await_durable(
+        self, cmd: RemotingCommand, outcome: PutOutcome, response: RemotingCommand
+    ) -> RemotingCommand:
+        if await self._b.store.wait_durable(outcome) != "PUT_OK":
+            response.code = ResponseCode.FLUSH_DISK_TIMEOUT
+        return response
+
+    # --- SEND_BATCH_MESSAGE -----------------------------------------------------------
+    def handle_batch(self, conn: RemotingConnection, cmd: RemotingCommand) -> HandlerResult:
+        h = decode_send_header(cmd.code, cmd.ext_fields)
+        write_queues = self._check(conn, h)
+        if h.topic.startswith(t.RETRY_PREFIX):
+            raise RemotingError(
+                ResponseCode.MESSAGE_ILLEGAL, "batch request does not support retry group"
+            )
+        body = cmd.body or b""
+        self._check_body(body)
+        try:
+            items = decode_batch(body)
+        except MessageDecodeError as exc:
+            raise RemotingError(ResponseCode.MESSAGE_ILLEGAL, f"bad batch body: {exc}") from None
+        if not items:
+            raise RemotingError(ResponseCode.MESSAGE_ILLEGAL, "the batch is empty")
+        b = self._b
+        queue_id = self._queue_id(h.queue_id, write_queues)
+        host = born_host(conn)
+        cluster = b.config.broker_cluster_name
+        msgs: list[MessageToStore] = []
+        for item in items:
+            props = item.properties
+            if props.get("DELAY", "0") not in ("", "0"):
+                raise RemotingError(
+                    ResponseCode.MESSAGE_ILLEGAL, "delay level is not supported for batch messages"
+                )
+            props[PROPERTY_CLUSTER] = cluster
+            msgs.append(
+                MessageToStore(
+                    topic=h.topic,
+                    body=item.body,
+                    flag=item.flag,
+                    properties=props,
+                    queue_id=queue_id,
+                    sys_flag=h.sys_flag,
+                    born_timestamp=h.born_timestamp,
+                    born_host=host,
+                    reconsume_times=h.reconsume_times,
+                )
+            )
+        outcome = b.putter.put_batch(msgs)
+        response = self._response(cmd, outcome, queue_id)
+        if outcome.ok and b.sync_flush:
+            return self._await_durable(cmd, outcome, response)
+        return response

@@ -1,0 +1,145 @@
+"""Delivers delay-level messages when due (ScheduleMessageService).
+
+One task per level reads its SCHEDULE_TOPIC_XXXX queue in order; records in one level
+become due in store order, so a task only ever waits for the head of its queue. Progress
+per level is kept in config/delayOffset.json: a crash re-delivers at most what was
+delivered since the last flush (at-least-once, as RocketMQ).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ledgermq.broker.config_file import JsonConfigFile
+from ledgermq.broker.data_version import DataVersion
+from ledgermq.broker.delay import restore_from_schedule
+from ledgermq.broker.putter import MessagePutter
+from ledgermq.broker.store_port import StorePort
+from ledgermq.broker.topics import SCHEDULE_TOPIC
+from ledgermq.common.message import MessageDecodeError, decode_record
+
+log = logging.getLogger(__name__)
+
+_BATCH = 32
+_IDLE_RECHECK_S = 1.0
+_RETRY_AFTER_FAILURE_S = 1.0
+
+
+class ScheduleService:
+    def __init__(
+        self,
+        store: StorePort,
+        putter: MessagePutter,
+        levels_ms: list[int],
+        file: JsonConfigFile,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._store = store
+        self._putter = putter
+        self.levels_ms = levels_ms
+        self._file = file
+        self._clock_ms = clock_ms
+        self.offsets: dict[int, int] = {}
+        self.data_version = DataVersion()
+        self._dirty = False
+        self._events: dict[int, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.delivered = 0
+
+    # --- persistence ---------------------------------------------------------------
+    def load(self) -> None:
+        obj = self._file.load()
+        if obj is None:
+            return
+        self.offsets = {int(k): int(v) for k, v in (obj.get("offsetTable") or {}).items()}
+        self.data_version = DataVersion.from_json(obj.get("dataVersion"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "offsetTable": {str(k): v for k, v in sorted(self.offsets.items())},
+            "dataVersion": self.data_version.to_json(),
+        }
+
+    def flush(self, force: bool = False) -> None:
+        if self._dirty or force:
+            self._dirty = False
+            self._file.save(self.to_json())
+
+    # --- running -------------------------------------------------------------------
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for level in range(1, len(self.levels_ms) + 1):
+            self._events[level - 1] = asyncio.Event()
+            self._tasks.append(loop.create_task(self._run_level(level)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self.flush(force=True)
+
+    def notify_arrival(self, queue_id: int) -> None:
+        event = self._events.get(queue_id)
+        if event is not None:
+            event.set()
+
+    async def _wait(self, queue_id: int, timeout_s: float) -> None:
+        event = self._events[queue_id]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+        event.clear()
+
+    async def _run_level(self, level: int) -> None:
+        qid = level - 1
+        delay = self.levels_ms[qid]
+        while True:
+            try:
+                wait_s = self._deliver_due(level, qid, delay)
+            except Exception:
+                log.exception("schedule level %d: delivery failed", level)
+                wait_s = _RETRY_AFTER_FAILURE_S
+            if wait_s > 0:
+                await self._wait(qid, wait_s)
+
+    def _deliver_due(self, level: int, qid: int, delay_ms: int) -> float:
+        """Delivers what is due; returns seconds to wait before looking again (0 = now)."""
+        offset = self.offsets.get(level, 0)
+        got = self._store.get(SCHEDULE_TOPIC, qid, offset, _BATCH, 1 << 62, None)
+        if not got.records:
+            if got.next_begin_offset != offset and got.status != "OFFSET_OVERFLOW_ONE":
+                # Our offset fell outside the queue (files removed): follow the store.
+                self._advance(level, got.next_begin_offset)
+                return 0
+            return _IDLE_RECHECK_S
+        now = self._clock_ms()
+        for record in got.records:
+            try:
+                stored, _ = decode_record(record)
+            except MessageDecodeError as exc:
+                log.error("schedule level %d: skipping undecodable record: %s", level, exc)
+                self._advance(level, self.offsets.get(level, 0) + 1)
+                continue
+            due = stored.store_timestamp + delay_ms
+            if due > now:
+                return (due - now) / 1000.0
+            outcome = self._putter.put(restore_from_schedule(stored))
+            if not outcome.ok:
+                log.warning(
+                    "schedule level %d: re-put of offset %d failed: %s",
+                    level, stored.queue_offset, outcome.status,
+                )
+                return _RETRY_AFTER_FAILURE_S
+            self.delivered += 1
+            self._advance(level, stored.queue_offset + 1)
+        return 0
+
+    def _advance(self, level: int, offset: int) -> None:
+        self.offsets[level] = offset
+        self._dirty = True

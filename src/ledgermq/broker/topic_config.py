@@ -1,0 +1,183 @@
+"""TopicConfig and the topic table persisted as config/topics.json."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledgermq.broker import topics as t
+from ledgermq.broker.config import BrokerConfig
+from ledgermq.broker.config_file import JsonConfigFile
+from ledgermq.broker.data_version import DataVersion
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TopicConfig:
+    topic_name: str
+    read_queue_nums: int = 16
+    write_queue_nums: int = 16
+    perm: int = t.PERM_READ | t.PERM_WRITE
+    topic_filter_type: str = "SINGLE_TAG"
+    topic_sys_flag: int = 0
+    order: bool = False
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "topicName": self.topic_name,
+            "readQueueNums": self.read_queue_nums,
+            "writeQueueNums": self.write_queue_nums,
+            "perm": self.perm,
+            "topicFilterType": self.topic_filter_type,
+            "topicSysFlag": self.topic_sys_flag,
+            "order": self.order,
+            "attributes": dict(self.attributes),
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> TopicConfig:
+        return cls(
+            topic_name=str(obj["topicName"]),
+            read_queue_nums=int(obj.get("readQueueNums", 16)),
+            write_queue_nums=int(obj.get("writeQueueNums", 16)),
+            perm=int(obj.get("perm", 6)),
+            topic_filter_type=str(obj.get("topicFilterType") or "SINGLE_TAG"),
+            topic_sys_flag=int(obj.get("topicSysFlag", 0) or 0),
+            order=bool(obj.get("order", False)),
+            attributes={str(k): str(v) for k, v in (obj.get("attributes") or {}).items()},
+        )
+
+
+class TopicConfigManager:
+    """The broker's topic table. Every change bumps the DataVersion, is persisted, and
+    calls `on_change` (the broker re-registers with the NameServers)."""
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        file: JsonConfigFile,
+        clock_ms: Callable[[], int],
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._file = file
+        self._clock_ms = clock_ms
+        self.on_change = on_change
+        self.table: dict[str, TopicConfig] = {}
+        self.data_version = DataVersion()
+        self.system_topics: set[str] = set()
+        self._add_system_topics()
+
+    # --- startup -------------------------------------------------------------------
+    def _system(self, cfg: TopicConfig) -> None:
+        self.table[cfg.topic_name] = cfg
+        self.system_topics.add(cfg.topic_name)
+
+    def _add_system_topics(self) -> None:
+        c = self._config
+        self._system(TopicConfig(t.SELF_TEST_TOPIC, 1, 1))
+        if c.auto_create_topic_enable:
+            n = c.default_topic_queue_nums
+            perm = t.PERM_INHERIT | t.PERM_READ | t.PERM_WRITE
+            self._system(TopicConfig(t.TBW102, n, n, perm))
+        self._system(TopicConfig(t.BENCHMARK_TOPIC, 1024, 1024))
+        cluster_perm = t.PERM_INHERIT
+        if c.cluster_topic_enable:
+            cluster_perm |= t.PERM_READ | t.PERM_WRITE
+        self._system(TopicConfig(c.broker_cluster_name, 16, 16, cluster_perm))
+        broker_perm = t.PERM_INHERIT
+        if c.broker_topic_enable:
+            broker_perm |= t.PERM_READ | t.PERM_WRITE
+        self._system(TopicConfig(c.broker_name, 1, 1, broker_perm))
+        self._system(TopicConfig(t.OFFSET_MOVED_EVENT, 1, 1))
+        levels = len(c.delay_levels_ms())
+        self._system(TopicConfig(t.SCHEDULE_TOPIC, levels, levels))
+        if c.trace_topic_enable:
+            self._system(TopicConfig(t.TRACE_TOPIC, 1, 1))
+        self._system(TopicConfig(t.TRANS_HALF_TOPIC, 1, 1))
+        self._system(TopicConfig(t.TRANS_OP_HALF_TOPIC, 1, 1))
+
+    def load(self) -> None:
+        obj = self._file.load()
+        if obj is None:
+            return
+        for name, raw in (obj.get("topicConfigTable") or {}).items():
+            try:
+                cfg = TopicConfig.from_json({"topicName": name, **raw})
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{self._file.path}: bad topic config {name!r}: {exc}") from None
+            self.table[name] = cfg
+        self.data_version = DataVersion.from_json(obj.get("dataVersion"))
+
+    def persist(self) -> None:
+        self._file.save(self.to_json())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "topicConfigTable": {name: c.to_json() for name, c in self.table.items()},
+            "dataVersion": self.data_version.to_json(),
+        }
+
+    # --- queries -------------------------------------------------------------------
+    def get(self, topic: str) -> TopicConfig | None:
+        return self.table.get(topic)
+
+    # --- changes -------------------------------------------------------------------
+    def _changed(self) -> None:
+        self.data_version.next_version(self._clock_ms())
+        self.persist()
+        if self.on_change is not None:
+            self.on_change()
+
+    def update(self, cfg: TopicConfig) -> None:
+        old = self.table.get(cfg.topic_name)
+        self.table[cfg.topic_name] = cfg
+        if old != cfg:
+            log.info("topic config changed: %s -> %s", old, cfg)
+        self._changed()
+
+    def delete(self, topic: str) -> TopicConfig | None:
+        old = self.table.pop(topic, None)
+        if old is not None:
+            self._changed()
+        return old
+
+    def create_for_send(
+        self, topic: str, default_topic: str, client_queue_nums: int, sys_flag: int
+    ) -> TopicConfig | None:
+        """Auto-create `topic` on a producer's first send, inheriting from the default
+        topic it names (TBW102); None when that topic does not allow inheriting."""
+        existing = self.table.get(topic)
+        if existing is not None:
+            return existing
+        default = self.table.get(default_topic)
+        if default is None:
+            return None
+        if default_topic == t.TBW102 and not self._config.auto_create_topic_enable:
+            return None
+        if not default.perm & t.PERM_INHERIT:
+            return None
+        nums = max(1, min(client_queue_nums, default.write_queue_nums))
+        cfg = TopicConfig(
+            topic,
+            nums,
+            nums,
+            default.perm & ~t.PERM_INHERIT,
+            topic_sys_flag=sys_flag,
+        )
+        log.info("auto-created topic %s from %s: %s", topic, default_topic, cfg)
+        self.update(cfg)
+        return cfg
+
+    def create_system_group_topic(self, topic: str, queue_nums: int, perm: int) -> TopicConfig:
+        """%RETRY%/%DLQ% topics, created when first needed."""
+        existing = self.table.get(topic)
+        if existing is not None:
+            return existing
+        cfg = TopicConfig(topic, queue_nums, queue_nums, perm)
+        self.update(cfg)
+        return cfg

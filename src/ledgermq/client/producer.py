@@ -1,0 +1,451 @@
+"""Producer: SEND_MESSAGE_V2 / SEND_BATCH_MESSAGE with Java's queue choice and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ledgermq.client.errors import MQBrokerError, MQClientError
+from ledgermq.client.instance import TBW102, ClientInstance, ClientRegistry
+from ledgermq.client.message import Message, MessageQueue, SendResult, SendStatus
+from ledgermq.common.message import (
+    PROPERTY_DELAY,
+    PROPERTY_KEYS,
+    PROPERTY_TAGS,
+    PROPERTY_UNIQ_KEY,
+    PROPERTY_WAIT,
+    SYSFLAG_COMPRESSED,
+    encode_batch,
+    encode_properties,
+    java_string_hash,
+)
+from ledgermq.remoting.codec import RemotingCommand
+from ledgermq.remoting.codes import RequestCode, ResponseCode
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPIC_QUEUE_NUMS = 4
+# Codes after which Java tries another broker (PROTOCOL.md 2.1); 13 is final.
+RETRY_CODES = frozenset(
+    {
+        ResponseCode.TOPIC_NOT_EXIST,
+        ResponseCode.SERVICE_NOT_AVAILABLE,
+        ResponseCode.SYSTEM_ERROR,
+        ResponseCode.NO_PERMISSION,
+    }
+)
+_STATUS_BY_CODE = {
+    ResponseCode.SUCCESS: SendStatus.SEND_OK,
+    ResponseCode.FLUSH_DISK_TIMEOUT: SendStatus.FLUSH_DISK_TIMEOUT,
+    ResponseCode.FLUSH_SLAVE_TIMEOUT: SendStatus.FLUSH_SLAVE_TIMEOUT,
+    ResponseCode.SLAVE_NOT_AVAILABLE: SendStatus.SLAVE_NOT_AVAILABLE,
+}
+
+Selector = Callable[[list[MessageQueue], Message, Any], MessageQueue]
+
+
+def select_by_hash(key: str | int | None = None) -> Selector:
+    """An ordered-message selector: the same key always lands on the same queue.
+
+    With `key=None` the `arg` passed to `send` is hashed instead (Java's
+    SelectMessageQueueByHash). Strings hash like Java's String.hashCode.
+    """
+
+    def select(queues: list[MessageQueue], msg: Message, arg: Any) -> MessageQueue:
+        k = key if key is not None else arg
+        h = java_string_hash(k) if isinstance(k, str) else hash(k)
+        return queues[abs(h) % len(queues)]
+
+    return select
+
+
+def message_properties(msg: Message, uniq_id: str | None) -> dict[str, str]:
+    props = dict(msg.properties or {})
+    if msg.tags:
+        props[PROPERTY_TAGS] = msg.tags
+    keys = msg.keys_text()
+    if keys:
+        props[PROPERTY_KEYS] = keys
+    if msg.delay_level > 0:
+        props[PROPERTY_DELAY] = str(msg.delay_level)
+    # Java's Message constructor sets WAIT=true (wait for the store to persist).
+    props.setdefault(PROPERTY_WAIT, "true")
+    if uniq_id is not None:
+        props.setdefault(PROPERTY_UNIQ_KEY, uniq_id)
+    return props
+
+
+def build_send_header(
+    *,
+    group: str,
+    mq: MessageQueue,
+    sys_flag: int,
+    born_timestamp: int,
+    flag: int,
+    properties: dict[str, str],
+    batch: bool = False,
+    reconsume_times: int = 0,
+    max_reconsume_times: int | None = None,
+    default_topic: str = TBW102,
+    default_topic_queue_nums: int = DEFAULT_TOPIC_QUEUE_NUMS,
+) -> dict[str, str]:
+    """SEND_MESSAGE_V2 header: SendMessageRequestHeader under one-letter keys."""
+    header = {
+        "a": group,
+        "b": mq.topic,
+        "c": default_topic,
+        "d": str(default_topic_queue_nums),
+        "e": str(mq.queue_id),
+        "f": str(sys_flag),
+        "g": str(born_timestamp),
+        "h": str(flag),
+        "i": encode_properties(properties),
+        "j": str(reconsume_times),
+        "k": "false",
+        "m": "true" if batch else "false",
+        "n": mq.broker_name,
+    }
+    if max_reconsume_times is not None:
+        header["l"] = str(max_reconsume_times)
+    return header
+
+
+def parse_send_response(
+    resp: RemotingCommand, mq: MessageQueue, uniq_id: str, addr: str
+) -> SendResult:
+    status = _STATUS_BY_CODE.get(resp.code)  # type: ignore[call-overload]
+    if status is None:
+        raise MQBrokerError(resp.code, resp.remark, addr)
+    ext = resp.ext_fields
+    queue_id = int(ext.get("queueId", mq.queue_id))
+    return SendResult(
+        status=status,
+        msg_id=uniq_id,
+        offset_msg_id=ext.get("msgId", ""),
+        message_queue=MessageQueue(mq.topic, mq.broker_name, queue_id),
+        queue_offset=int(ext.get("queueOffset", "-1")),
+        transaction_id=ext.get("transactionId"),
+        region_id=ext.get("MSG_REGION"),
+        extra=dict(ext),
+    )
+
+
+class Producer:
+    def __init__(
+        self,
+        group: str,
+        namesrv_addr: str | list[str],
+        *,
+        send_timeout: float = 3.0,
+        retry_times: int = 2,
+        compress_over: int = 4096,
+        max_message_size: int = 4 * 1024 * 1024,
+        default_topic_queue_nums: int = DEFAULT_TOPIC_QUEUE_NUMS,
+        instance: ClientInstance | None = None,
+        registry: ClientRegistry | None = None,
+        instance_name: str | None = None,
+    ) -> None:
+        if not group:
+            raise MQClientError("producer group must not be empty")
+        self.group = group
+        self.namesrv_addr = namesrv_addr
+        self.send_timeout = send_timeout
+        self.retry_times = retry_times
+        self.compress_over = compress_over
+        self.max_message_size = max_message_size
+        self.default_topic_queue_nums = default_topic_queue_nums
+        self._given_instance = instance
+        self._registry = registry
+        self._instance_name = instance_name
+        self._instance: ClientInstance | None = None
+        # Topic -> queues we may write to, and a rotating index per topic.
+        self._publish: dict[str, list[MessageQueue]] = {}
+        self._index: dict[str, int] = {}
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    # lifecycle ---------------------------------------------------------------------------
+    @property
+    def instance(self) -> ClientInstance:
+        if self._instance is None:
+            raise MQClientError("producer is not started")
+        return self._instance
+
+    async def start(self) -> None:
+        if self._instance is not None:
+            return
+        if self._given_instance is not None:
+            inst = self._given_instance
+        elif self._registry is not None:
+            inst = self._registry.get(self.namesrv_addr, self._instance_name or "DEFAULT")
+        else:
+            inst = ClientInstance(self.namesrv_addr, instance_name=self._instance_name)
+        inst.register_producer(self)
+        await inst.start()
+        self._instance = inst
+        await inst.send_heartbeat()
+
+    async def shutdown(self) -> None:
+        inst = self._instance
+        if inst is None:
+            return
+        if self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        await inst.unregister(producer_group=self.group)
+        await inst.shutdown()
+        self._instance = None
+
+    async def __aenter__(self) -> Producer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    def published_topics(self) -> set[str]:
+        return set(self._publish)
+
+    # routing -----------------------------------------------------------------------------
+    async def publish_queues(self, topic: str, *, refresh: bool = False) -> list[MessageQueue]:
+        if not refresh and self._publish.get(topic):
+            return self._publish[topic]
+        inst = self.instance
+        route = await inst.update_route(topic)
+        queues = route.publish_queues(topic) if route else []
+        if not queues:
+            # Unknown topic: send to brokers that carry TBW102 so they auto-create it.
+            default = await inst.update_route(TBW102)
+            if default is not None:
+                queues = default.publish_queues(topic, self.default_topic_queue_nums)
+        if not queues:
+            raise MQClientError(f"no route for topic {topic!r} (and no {TBW102} to create it)")
+        self._publish[topic] = queues
+        return queues
+
+    def _pick(self, topic: str, queues: list[MessageQueue], avoid: str | None) -> MessageQueue:
+        start = self._index.get(topic, -1) + 1
+        n = len(queues)
+        for i in range(n):
+            mq = queues[(start + i) % n]
+            if avoid is None or mq.broker_name != avoid:
+                self._index[topic] = (start + i) % n
+                return mq
+        self._index[topic] = start % n
+        return queues[start % n]
+
+    # sending -----------------------------------------------------------------------------
+    def _validate(self, msg: Message) -> None:
+        if not msg.topic:
+            raise MQClientError("message topic must not be empty")
+        if not isinstance(msg.body, bytes | bytearray | memoryview):
+            raise MQClientError("message body must be bytes")
+        if not msg.body:
+            raise MQClientError("message body must not be empty")
+        if len(msg.body) > self.max_message_size:
+            raise MQClientError(
+                f"message body of {len(msg.body)} bytes exceeds "
+                f"max_message_size {self.max_message_size}"
+            )
+
+    def _prepare(self, msg: Message) -> tuple[bytes, int, dict[str, str], str]:
+        self._validate(msg)
+        uniq = (msg.properties or {}).get(PROPERTY_UNIQ_KEY) or self.instance.uniq_ids.next_id()
+        props = message_properties(msg, uniq)
+        body = bytes(msg.body)
+        sys_flag = 0
+        if len(body) >= self.compress_over:
+            body = zlib.compress(body, 5)
+            sys_flag |= SYSFLAG_COMPRESSED
+        return body, sys_flag, props, uniq
+
+    def _command(
+        self,
+        mq: MessageQueue,
+        body: bytes,
+        sys_flag: int,
+        flag: int,
+        props: dict[str, str],
+        *,
+        batch: bool = False,
+    ) -> RemotingCommand:
+        header = build_send_header(
+            group=self.group,
+            mq=mq,
+            sys_flag=sys_flag,
+            born_timestamp=int(time.time() * 1000),
+            flag=flag,
+            properties=props,
+            batch=batch,
+            default_topic_queue_nums=self.default_topic_queue_nums,
+        )
+        code = RequestCode.SEND_BATCH_MESSAGE if batch else RequestCode.SEND_MESSAGE_V2
+        return RemotingCommand(code=code, ext_fields=header, body=body)
+
+    async def _send_to(
+        self, mq: MessageQueue, cmd: RemotingCommand, uniq: str, timeout: float
+    ) -> SendResult:
+        addr = await self.instance.broker_addr(mq.broker_name, mq.topic)
+        resp = await self.instance.invoke(addr, cmd, timeout)
+        return parse_send_response(resp, mq, uniq, addr)
+
+    async def send(
+        self,
+        msg: Message,
+        *,
+        queue: MessageQueue | None = None,
+        selector: Selector | None = None,
+        arg: Any = None,
+        timeout: float | None = None,
+    ) -> SendResult:
+        """Sends and waits for the broker's answer.
+
+        Without `queue`/`selector` it rotates over the topic's queues and retries up to
+        `retry_times` more times on another broker after a retryable code or a transport
+        error. With an explicit queue or selector (ordered messages) it sends once, since
+        moving to another queue would break the order.
+        """
+        body, sys_flag, props, uniq = self._prepare(msg)
+        return await self._send_prepared(
+            msg, body, sys_flag, props, uniq, queue, selector, arg, timeout
+        )
+
+    async def _send_prepared(
+        self,
+        msg: Message,
+        body: bytes,
+        sys_flag: int,
+        props: dict[str, str],
+        uniq: str,
+        queue: MessageQueue | None,
+        selector: Selector | None,
+        arg: Any,
+        timeout: float | None,
+        *,
+        batch: bool = False,
+    ) -> SendResult:
+        deadline = asyncio.get_running_loop().time() + (timeout or self.send_timeout)
+
+        def remaining() -> float:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise MQClientError(f"send to {msg.topic!r} timed out")
+            return left
+
+        if queue is not None or selector is not None:
+            if queue is None:
+                queues = await self.publish_queues(msg.topic)
+                queue = selector(list(queues), msg, arg)  # type: ignore[misc]
+            cmd = self._command(queue, body, sys_flag, msg.flag, props, batch=batch)
+            return await self._send_to(queue, cmd, uniq, remaining())
+
+        attempts = 1 + max(0, self.retry_times)
+        last_broker: str | None = None
+        last_exc: Exception | None = None
+        for attempt in range(attempts):
+            queues = await self.publish_queues(
+                msg.topic, refresh=attempt > 0 and last_exc is not None
+            )
+            mq = self._pick(msg.topic, queues, last_broker)
+            cmd = self._command(mq, body, sys_flag, msg.flag, props, batch=batch)
+            try:
+                return await self._send_to(mq, cmd, uniq, remaining())
+            except MQBrokerError as exc:
+                if exc.code not in RETRY_CODES:
+                    raise
+                last_exc = exc
+            except MQClientError as exc:
+                if deadline <= asyncio.get_running_loop().time():
+                    raise
+                last_exc = exc
+            last_broker = mq.broker_name
+            log.debug("send to %s failed (attempt %d): %s", mq, attempt + 1, last_exc)
+        assert last_exc is not None
+        if isinstance(last_exc, MQBrokerError):
+            raise last_exc
+        raise MQClientError(f"send failed after {attempts} attempts: {last_exc}") from last_exc
+
+    def send_async(
+        self,
+        msg: Message,
+        *,
+        queue: MessageQueue | None = None,
+        selector: Selector | None = None,
+        arg: Any = None,
+        timeout: float | None = None,
+    ) -> asyncio.Task[SendResult]:
+        """Starts a send and returns its task; any number may be in flight."""
+        # Prepare now so argument errors surface to the caller, not in the task.
+        body, sys_flag, props, uniq = self._prepare(msg)
+        task = asyncio.get_running_loop().create_task(
+            self._send_prepared(msg, body, sys_flag, props, uniq, queue, selector, arg, timeout)
+        )
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return task
+
+    async def send_oneway(
+        self,
+        msg: Message,
+        *,
+        queue: MessageQueue | None = None,
+        selector: Selector | None = None,
+        arg: Any = None,
+    ) -> None:
+        """Fire and forget: no reply, no retry."""
+        body, sys_flag, props, _ = self._prepare(msg)
+        queues = await self.publish_queues(msg.topic)
+        if queue is None:
+            queue = (
+                selector(list(queues), msg, arg)
+                if selector
+                else self._pick(msg.topic, queues, None)
+            )
+        cmd = self._command(queue, body, sys_flag, msg.flag, props)
+        addr = await self.instance.broker_addr(queue.broker_name, queue.topic)
+        try:
+            await self.instance.remoting.invoke_oneway(addr, cmd)
+        except Exception as exc:
+            raise MQClientError(f"oneway send to {addr} failed: {exc}") from exc
+
+    async def send_batch(
+        self,
+        msgs: Sequence[Message],
+        *,
+        queue: MessageQueue | None = None,
+        timeout: float | None = None,
+    ) -> SendResult:
+        """SEND_BATCH_MESSAGE: all messages must share a topic and have no delay."""
+        if not msgs:
+            raise MQClientError("batch is empty")
+        topic = msgs[0].topic
+        items: list[tuple[bytes, int, dict[str, str]]] = []
+        uniqs: list[str] = []
+        for m in msgs:
+            self._validate(m)
+            if m.topic != topic:
+                raise MQClientError("all messages of a batch must have the same topic")
+            if m.delay_level > 0:
+                raise MQClientError("delayed messages cannot be batched")
+            uniq = (m.properties or {}).get(PROPERTY_UNIQ_KEY) or self.instance.uniq_ids.next_id()
+            uniqs.append(uniq)
+            items.append((bytes(m.body), m.flag, message_properties(m, uniq)))
+        body = encode_batch(items)
+        if len(body) > self.max_message_size:
+            raise MQClientError(f"batch of {len(body)} bytes exceeds max_message_size")
+        carrier = Message(topic=topic, body=body)
+        result = await self._send_prepared(
+            carrier,
+            body,
+            0,
+            {PROPERTY_WAIT: "true"},
+            ",".join(uniqs),
+            queue,
+            None,
+            None,
+            timeout,
+            batch=True,
+        )
+        return result
