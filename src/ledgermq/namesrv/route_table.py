@@ -268,9 +268,9 @@ class RouteTable:
         queues = self.topic_queue_table.setdefault(topic, {})
         existing = queues.get(queue_data.broker_name)
         if existing is None:
-            log.info("new topic registered: %s %s", topic, queue_data)
+            log.debug("new topic registered: %s %s", topic, queue_data)
         elif existing != queue_data:
-            log.info("topic changed: %s %s -> %s", topic, existing, queue_data)
+            log.debug("topic changed: %s %s -> %s", topic, existing, queue_data)
         queues[queue_data.broker_name] = queue_data
 
     def _remove_queue_data(self, topic: str, broker_name: str) -> None:
@@ -391,9 +391,9 @@ class RouteTable:
             queues = self.topic_queue_table[topic]
             for name in removed:
                 if queues.pop(name, None) is not None:
-                    log.info("removed %s's queues of topic %s", name, topic)
+                    log.debug("removed %s's queues of topic %s", name, topic)
             if not queues:
-                log.info("topic %s has no queues left: removed", topic)
+                log.debug("topic %s has no queues left: removed", topic)
                 del self.topic_queue_table[topic]
                 continue
             for name in reduced:
