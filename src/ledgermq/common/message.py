@@ -201,9 +201,17 @@ def java_string_hash(s: str) -> int:
     return h - 0x100000000 if h & 0x80000000 else h
 
 
+@lru_cache(maxsize=4096)
+def _tags_hash(tags: str) -> int:
+    return java_string_hash(tags)
+
+
 def tags_code(tags: str | None) -> int:
-    """ConsumeQueue tagsCode for a TAGS property (0 when untagged)."""
-    return java_string_hash(tags) if tags else 0
+    """ConsumeQueue tagsCode for a TAGS property (0 when untagged).
+
+    Memoised: a topic has few distinct tags, and the hash is a Python loop per character.
+    """
+    return _tags_hash(tags) if tags else 0
 
 
 # --- MessageExt ----------------------------------------------------------------------------

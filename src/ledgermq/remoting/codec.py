@@ -110,19 +110,18 @@ def ext_value_to_str(value: object) -> str:
 # Encoding
 
 
+_dump_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _json_header(cmd: RemotingCommand) -> bytes:
-    header: dict[str, object] = {
-        "code": int(cmd.code),
-        "extFields": cmd.ext_fields,
-        "flag": cmd.flag,
-        "language": _LANGUAGE_NAME.get(cmd.language, "OTHER"),
-        "opaque": cmd.opaque,
-        "serializeTypeCurrentRPC": "JSON",
-        "version": cmd.version,
-    }
-    if cmd.remark is not None:
-        header["remark"] = cmd.remark
-    return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    # Keys in Java's (sorted) order; only the free-form parts go through the encoder.
+    remark = "" if cmd.remark is None else f',"remark":{_dump_json(cmd.remark)}'
+    return (
+        f'{{"code":{int(cmd.code)},"extFields":{_dump_json(cmd.ext_fields)},'
+        f'"flag":{int(cmd.flag)},"language":"{_LANGUAGE_NAME.get(cmd.language, "OTHER")}",'
+        f'"opaque":{int(cmd.opaque)}{remark},"serializeTypeCurrentRPC":"JSON",'
+        f'"version":{int(cmd.version)}}}'
+    ).encode()
 
 
 def _binary_header(cmd: RemotingCommand) -> bytes:
@@ -189,7 +188,14 @@ def _decode_json_header(raw: bytes, body: bytes) -> RemotingCommand | MalformedC
         raw_ext = obj.get("extFields") or {}
         if not isinstance(raw_ext, dict):
             raise ValueError("extFields is not an object")
-        ext_fields = {str(k): ext_value_to_str(v) for k, v in raw_ext.items() if v is not None}
+        ext_fields = raw_ext
+        for v in raw_ext.values():
+            if type(v) is not str:
+                # Node.js and C++ clients send numbers and booleans: coerce the map once.
+                ext_fields = {
+                    str(k): ext_value_to_str(x) for k, x in raw_ext.items() if x is not None
+                }
+                break
     except KeyError:
         return MalformedCommand("JSON header has no 'code'", SerializeType.JSON, opaque)
     except (TypeError, ValueError) as exc:

@@ -5,8 +5,12 @@ position, fsync, discard a tail, read through an mmap), small files replaced ato
 and directory operations. `OsDisk` is the real one; `FaultyDisk` wraps any Disk to count
 fsyncs, report ENOSPC, tear writes, flip bits and lose unsynced data on `crash()`.
 
-Writes use `pwrite`, never a writable mmap: on a full disk a store into a sparse mapped
-page raises SIGBUS and kills the process, while `pwrite` returns ENOSPC we can handle.
+Segments are written through a shared mmap (a memcpy, no system call per record) only
+once all of their blocks are reserved with posix_fallocate: a store into a *sparse*
+mapped page on a full disk raises SIGBUS and kills the process, while a reserved block
+can always be written. Disk-full therefore surfaces as ENOSPC when a segment is created
+(a clean error, nothing written), and a file system that cannot reserve blocks falls
+back to `pwrite`, which reports ENOSPC per write.
 """
 
 from __future__ import annotations
@@ -130,13 +134,15 @@ class Disk(ABC):
 
 # --- the real disk ------------------------------------------------------------------------
 class OsSegment(Segment):
-    __slots__ = ("_fd", "_mm", "path", "size")
+    __slots__ = ("_fd", "_mm", "path", "reserved", "size")
 
-    def __init__(self, path: str, fd: int, size: int) -> None:
+    def __init__(self, path: str, fd: int, size: int, *, reserved: bool = False) -> None:
         self.path = path
         self.size = size
         self._fd = fd
         self._mm: mmap.mmap | None = None
+        # Every block is allocated: writes may go through the mmap (see module doc).
+        self.reserved = reserved
 
     def _map(self) -> mmap.mmap:
         mm = self._mm
@@ -144,7 +150,8 @@ class OsSegment(Segment):
             if self._fd < 0:
                 raise DiskError(f"segment closed: {self.path}", path=self.path)
             try:
-                mm = self._mm = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_READ)
+                access = mmap.ACCESS_WRITE if self.reserved else mmap.ACCESS_READ
+                mm = self._mm = mmap.mmap(self._fd, self.size, access=access)
             except OSError as e:
                 raise _wrap(e, "mmap", self.path) from e
         return mm
@@ -152,6 +159,9 @@ class OsSegment(Segment):
     def write(self, pos: int, data: bytes | bytearray | memoryview) -> None:
         if pos < 0 or pos + len(data) > self.size:
             raise DiskError(f"write [{pos}, +{len(data)}) outside {self.path}", path=self.path)
+        if self.reserved:
+            self._map()[pos : pos + len(data)] = data
+            return
         view = memoryview(data)
         try:
             while view:
@@ -183,6 +193,16 @@ class OsSegment(Segment):
             os.ftruncate(self._fd, self.size)
         except OSError as e:
             raise _wrap(e, "truncate", self.path) from e
+        if self.reserved and not _reserve(self._fd, pos, self.size - pos):
+            # Could not take the freed blocks back: stay on pwrite for this file.
+            if self._mm is not None:
+                self._mm.flush()
+                try:
+                    self._mm.close()
+                except BufferError:
+                    pass
+                self._mm = None
+            self.reserved = False
 
     def close(self) -> None:
         if self._mm is not None:
@@ -201,7 +221,26 @@ class OsSegment(Segment):
         return self._fd < 0
 
 
+def _reserve(fd: int, offset: int, length: int) -> bool:
+    """Allocate blocks for [offset, offset+length); False if the file system cannot."""
+    if length <= 0:
+        return True
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as e:
+        if e.errno in _FULL_ERRNOS:
+            return False
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return False
+        raise
+    return True
+
+
 class OsDisk(Disk):
+    def __init__(self, *, reserve_segments: bool = True) -> None:
+        # Reserve blocks up front so segment writes can use the mmap (module doc).
+        self.reserve_segments = reserve_segments
+
     def open_segment(self, path: str, size: int, *, create: bool = True) -> Segment:
         flags = os.O_RDWR | (os.O_CREAT if create else 0)
         try:
@@ -220,12 +259,28 @@ class OsDisk(Disk):
                 )
             if st.st_size < size:
                 os.ftruncate(fd, size)
+            reserved = False
+            if self.reserve_segments:
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                    reserved = True
+                except OSError as e:
+                    if e.errno in _FULL_ERRNOS and not existed:
+                        # A new segment that cannot get its blocks is not created at all.
+                        os.close(fd)
+                        fd = -1
+                        os.remove(path)
+                        raise
+                    # An existing file (recovery on a full disk) stays usable via pwrite.
+                    if e.errno not in (*_FULL_ERRNOS, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
             if not existed:
                 self.sync_dir(os.path.dirname(path) or ".")
         except OSError as e:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             raise _wrap(e, "create", path) from e
-        return OsSegment(path, fd, size)
+        return OsSegment(path, fd, size, reserved=reserved)
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
