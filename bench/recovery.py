@@ -30,8 +30,20 @@ from ledgermq.remoting.codec import RemotingCommand  # noqa: E402
 from ledgermq.remoting.codes import RequestCode  # noqa: E402
 
 
-def commitlog_bytes(store: Path) -> int:
-    return sum(f.stat().st_blocks * 512 for f in (store / "commitlog").glob("*"))
+async def _commitlog_max_offset(addr: str) -> int:
+    """Bytes written to the commit log (files are preallocated: their size says nothing)."""
+    client = RemotingClient()
+    try:
+        reply = await client.invoke(
+            addr, RemotingCommand(code=RequestCode.GET_BROKER_RUNTIME_INFO), timeout=5
+        )
+        return int(json.loads(reply.body)["table"]["commitLogMaxOffset"])
+    finally:
+        await client.close()
+
+
+def commitlog_bytes(addr: str) -> int:
+    return asyncio.run(_commitlog_max_offset(addr))
 
 
 async def max_offsets(addr: str, topic: str, queues: int, timeout: float) -> list[int]:
@@ -77,14 +89,14 @@ def main() -> None:
              "-t", topic, "-s", "1024", "--inflight", "64", "--batch", "32", "--duration",
              "3600", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         target = int(args.gib * (1 << 30))
-        while commitlog_bytes(tmp / "store") < target:
+        addr = f"127.0.0.1:{port}"
+        while (filled := commitlog_bytes(addr)) < target:
             if not args.json:
-                print(f"filled {commitlog_bytes(tmp / 'store') / (1 << 20):.0f} MiB",
-                      file=sys.stderr, flush=True)
+                print(f"filled {filled / (1 << 20):.0f} MiB", file=sys.stderr, flush=True)
             time.sleep(2)
         broker.kill()
         producer.kill()
-        size = commitlog_bytes(tmp / "store")
+        size = filled
         started = time.monotonic()
         broker.start(timeout=120)
         offsets = asyncio.run(max_offsets(f"127.0.0.1:{port}", topic, 4, 120))
