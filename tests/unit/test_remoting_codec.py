@@ -124,3 +124,20 @@ def test_large_codes_are_sent_as_json_even_when_binary_was_asked():
     (decoded,) = FrameDecoder().feed(encode_command(cmd))
     assert decoded.code == 200050
     assert decoded.serialize_type == SerializeType.JSON
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"code":1} trailing', b"", b"[1,2]", b'{"code":1', b'\xff\xfe{"code":1}', b"[" * 5000],
+)
+def test_bad_json_headers_are_malformed_not_crashes(raw):
+    frame = struct.pack(">ii", 4 + len(raw), len(raw)) + raw
+    (event,) = FrameDecoder().feed(frame)
+    assert isinstance(event, MalformedCommand)
+
+
+def test_json_header_with_surrounding_whitespace_is_accepted():
+    raw = b'  {"code":12,"opaque":3}\n'
+    frame = struct.pack(">ii", 4 + len(raw), len(raw)) + raw
+    (cmd,) = FrameDecoder().feed(frame)
+    assert cmd.code == 12 and cmd.opaque == 3

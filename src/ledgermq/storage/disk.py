@@ -19,9 +19,11 @@ import errno
 import mmap
 import os
 import shutil
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -68,6 +70,13 @@ class Segment(ABC):
     @abstractmethod
     def read(self, pos: int, n: int) -> bytes:
         """Up to `n` bytes at `pos` (short only at the end of the file)."""
+
+    def write_struct(self, pos: int, layout: struct.Struct, *values: object) -> None:
+        """Writes `layout.pack(*values)` at `pos` (a real file packs in place)."""
+        self.write(pos, layout.pack(*values))
+
+    def read_struct(self, pos: int, layout: struct.Struct) -> tuple[Any, ...]:
+        return layout.unpack(self.read(pos, layout.size))
 
     @abstractmethod
     def buffer(self) -> mmap.mmap | bytes:
@@ -157,10 +166,12 @@ class OsSegment(Segment):
         return mm
 
     def write(self, pos: int, data: bytes | bytearray | memoryview) -> None:
-        if pos < 0 or pos + len(data) > self.size:
+        end = pos + len(data)
+        if pos < 0 or end > self.size:
             raise DiskError(f"write [{pos}, +{len(data)}) outside {self.path}", path=self.path)
         if self.reserved:
-            self._map()[pos : pos + len(data)] = data
+            mm = self._mm
+            (mm if mm is not None else self._map())[pos:end] = data
             return
         view = memoryview(data)
         try:
@@ -175,6 +186,18 @@ class OsSegment(Segment):
         if pos < 0 or n < 0:
             raise DiskError(f"bad read [{pos}, +{n}) in {self.path}", path=self.path)
         return self._map()[pos : pos + n]
+
+    def write_struct(self, pos: int, layout: struct.Struct, *values: object) -> None:
+        # ConsumeQueue units and index slots: packed straight into the page, no bytes object.
+        if self.reserved and pos >= 0 and pos + layout.size <= self.size:
+            layout.pack_into(self._mm if self._mm is not None else self._map(), pos, *values)
+        else:
+            self.write(pos, layout.pack(*values))
+
+    def read_struct(self, pos: int, layout: struct.Struct) -> tuple[Any, ...]:
+        if pos < 0 or pos + layout.size > self.size:
+            raise DiskError(f"bad read [{pos}, +{layout.size}) in {self.path}", path=self.path)
+        return layout.unpack_from(self._mm if self._mm is not None else self._map(), pos)
 
     def buffer(self) -> mmap.mmap:
         return self._map()

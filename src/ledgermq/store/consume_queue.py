@@ -91,7 +91,7 @@ class ConsumeQueue:
                 self.disk.sync_dir(os.path.dirname(topic_dir))
             self._segments.append(self.disk.open_segment(self._path(start), self.file_size))
         seg = self._segments[i]
-        seg.write(rel * CQ_UNIT_SIZE, CQ_UNIT.pack(phy_offset, size, tags_code))
+        seg.write_struct(rel * CQ_UNIT_SIZE, CQ_UNIT, phy_offset, size, tags_code)
         self.dirty.add(seg)
         if index >= self.max_offset:
             self.max_offset = index + 1

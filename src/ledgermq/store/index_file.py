@@ -81,7 +81,7 @@ class IndexFile:
         kh = key_hash(key)
         slot_pos = HEADER_SIZE + (kh % self.slot_num) * SLOT_SIZE
         seg = self.segment
-        prev = SLOT.unpack(seg.read(slot_pos, SLOT_SIZE))[0]
+        prev = seg.read_struct(slot_pos, SLOT)[0]
         if prev <= 0 or prev >= h.index_count:
             prev = 0
         if h.index_count == 1 and h.begin_timestamp == 0:
@@ -89,8 +89,8 @@ class IndexFile:
             h.begin_phy_offset = phy_offset
         diff = max(0, min(_INT_MAX, (store_timestamp - h.begin_timestamp) // 1000))
         idx = h.index_count
-        seg.write(self._entries_at + idx * ENTRY_SIZE, ENTRY.pack(kh, phy_offset, diff, prev))
-        seg.write(slot_pos, SLOT.pack(idx))
+        seg.write_struct(self._entries_at + idx * ENTRY_SIZE, ENTRY, kh, phy_offset, diff, prev)
+        seg.write_struct(slot_pos, SLOT, idx)
         if prev == 0:
             h.hash_slot_count += 1
         h.index_count = idx + 1

@@ -362,12 +362,11 @@ class MessageStore:
             and msg.properties.get(PROPERTY_WAIT, "true").lower() != "false"
         )
 
-    def _check_writable(self) -> PutMessageResult | None:
+    def _check_writable(self, now: int) -> PutMessageResult | None:
         if not self._running:
             return PutMessageResult(PutMessageStatus.SERVICE_NOT_AVAILABLE, remark="store not open")
         if self._fatal:
             return PutMessageResult(PutMessageStatus.SERVICE_NOT_AVAILABLE, remark=self._fatal)
-        now = self._clock()
         if self._space_full or now - self._last_space_check >= _SPACE_CHECK_INTERVAL_MS:
             self._last_space_check = now
             try:
@@ -436,16 +435,20 @@ class MessageStore:
         return cq
 
     def _put(self, msgs: list[MessageToStore]) -> PutMessageResult:
-        bad = self._check_writable()
+        # The hot path of every send: one pass, no per-record containers beyond the
+        # three offset lists the result carries anyway.
+        now = self._clock()
+        bad = self._check_writable(now)
         if bad is not None:
             return bad
         prepared: list[_Prepared] = []
+        total = 0
         for m in msgs:
             p = self._prepare(m)
-            if isinstance(p, PutMessageResult):
+            if type(p) is PutMessageResult:
                 return p
-            prepared.append(p)
-        total = sum(p.size for p in prepared)
+            prepared.append(p)  # type: ignore[arg-type]
+            total += p.size  # type: ignore[union-attr]
         cl = self.commitlog
         if total > cl.max_record_size():
             return PutMessageResult(
@@ -456,19 +459,23 @@ class MessageStore:
             phy0 = cl.reserve(total)
         except DiskError as e:
             return self._io_failure(e)
-        now = self._clock()
         store_host = self.config.store_host
         parts: list[bytes] = []
-        placed: list[tuple[_Prepared, ConsumeQueue, int, int]] = []
-        next_qo: dict[ConsumeQueue, int] = {}
+        cqs: list[ConsumeQueue] = []
+        queue_offsets: list[int] = []
+        phys: list[int] = []
+        next_qo: dict[ConsumeQueue, int] | None = {} if len(prepared) > 1 else None
         phy = phy0
         try:
             for p in prepared:
                 m = p.msg
                 cq = self._cq(m.topic, m.queue_id, True)
                 assert cq is not None
-                qo = next_qo.get(cq, cq.max_offset)
-                next_qo[cq] = qo + 1
+                if next_qo is None:
+                    qo = cq.max_offset
+                else:  # several records of one batch may go to the same queue
+                    qo = next_qo.get(cq, cq.max_offset)
+                    next_qo[cq] = qo + 1
                 parts.append(
                     encode_record_parts(
                         p.topic_b,
@@ -487,7 +494,9 @@ class MessageStore:
                         prepared_transaction_offset=m.prepared_transaction_offset,
                     )
                 )
-                placed.append((p, cq, qo, phy))
+                cqs.append(cq)
+                queue_offsets.append(qo)
+                phys.append(phy)
                 phy += p.size
         except ValueError as e:  # e.g. an unparsable born host
             cl.rollback(phy0)
@@ -498,35 +507,39 @@ class MessageStore:
             return self._io_failure(e)
         # Dispatch. A failed ConsumeQueue write undoes the whole put so what is stored
         # stays consistent; the index is only a hint and never fails a put.
-        first_qo = {cq: qo for cq, qo in reversed([(c, q) for _, c, q, _ in placed])}
+        dirty = self._dirty_cqs
         try:
-            for p, cq, qo, at in placed:
+            for p, cq, qo, at in zip(prepared, cqs, queue_offsets, phys, strict=True):
                 cq.put(qo, at, p.size, p.tags_code)
-                self._dirty_cqs.add(cq)
+                dirty.add(cq)
         except DiskError as e:
             cl.rollback(phy0)
+            first_qo: dict[ConsumeQueue, int] = {}
+            for cq, qo in zip(cqs, queue_offsets, strict=True):
+                first_qo.setdefault(cq, qo)
             for cq, qo in first_qo.items():
                 with contextlib.suppress(DiskError):
                     cq.truncate_from(qo)
             return self._io_failure(e)
         if self.config.message_index_enable:
-            for p, _cq, _qo, at in placed:
+            for p, at in zip(prepared, phys, strict=True):
                 self._index_message(p.msg.topic, p.msg.properties, at, now)
-        for p, _cq, qo, _at in placed:
-            self._notify(p.msg.topic, p.msg.queue_id, qo, p.tags_code, p.msg.properties)
-        ids = [offset_msg_id(store_host, at) for _, _, _, at in placed]
-        res = PutMessageResult(
+        if self._listeners:
+            for p, qo in zip(prepared, queue_offsets, strict=True):
+                m = p.msg
+                self._notify(m.topic, m.queue_id, qo, p.tags_code, m.properties)
+        ids = [offset_msg_id(store_host, at) for at in phys]
+        return PutMessageResult(
             PutMessageStatus.PUT_OK,
             msg_id=ids[0] if len(ids) == 1 else ",".join(ids),
-            queue_offset=placed[0][2],
+            queue_offset=queue_offsets[0],
             commit_log_offset=phy0,
             wrote_bytes=total,
             store_timestamp=now,
             msg_ids=ids,
-            queue_offsets=[qo for _, _, qo, _ in placed],
-            commit_log_offsets=[at for _, _, _, at in placed],
+            queue_offsets=queue_offsets,
+            commit_log_offsets=phys,
         )
-        return res
 
     def _io_failure(self, e: DiskError) -> PutMessageResult:
         if isinstance(e, DiskFullError):
