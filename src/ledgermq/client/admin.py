@@ -10,6 +10,7 @@ from typing import Any
 from ledgermq.client import broker_api, jsonbody
 from ledgermq.client.errors import MQBrokerError, MQClientError
 from ledgermq.client.instance import ClientInstance, check_response
+from ledgermq.client.lifecycle import Startable
 from ledgermq.client.message import MessageExt, MessageQueue
 from ledgermq.client.route import BrokerData, TopicRoute, parse_broker_data
 from ledgermq.common.message import PROPERTY_UNIQ_KEY, parse_offset_msg_id
@@ -85,7 +86,7 @@ def _mq_key(key: Any) -> MessageQueue | None:
     return key if isinstance(key, MessageQueue) else None
 
 
-class AdminClient:
+class AdminClient(Startable):
     def __init__(
         self,
         namesrv_addr: str | list[str],
@@ -114,13 +115,6 @@ class AdminClient:
         if self._instance is not None:
             await self._instance.shutdown()
             self._instance = None
-
-    async def __aenter__(self) -> AdminClient:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.shutdown()
 
     # helpers ------------------------------------------------------------------------------
     async def _ns(self, code: int, ext: dict[str, str] | None = None) -> RemotingCommand:

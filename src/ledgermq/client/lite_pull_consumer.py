@@ -20,6 +20,7 @@ from ledgermq.client import broker_api
 from ledgermq.client.allocate import allocate_averagely
 from ledgermq.client.errors import MQClientError
 from ledgermq.client.instance import ClientInstance, ClientRegistry
+from ledgermq.client.lifecycle import ConsumerBase
 from ledgermq.client.message import MessageExt, MessageQueue
 from ledgermq.client.offset_store import (
     LocalFileOffsetStore,
@@ -57,7 +58,9 @@ class _LiteQueue:
     task: asyncio.Task[None] | None = None
 
 
-class LitePullConsumer:
+class LitePullConsumer(ConsumerBase):
+    CONSUME_TYPE = "CONSUME_ACTIVELY"
+
     def __init__(
         self,
         group: str,
@@ -190,35 +193,7 @@ class LitePullConsumer:
         await inst.shutdown()
         self._instance = None
 
-    async def __aenter__(self) -> LitePullConsumer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.shutdown()
-
-    async def _sleep(self, seconds: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        return self._stopping.is_set()
-
     # instance hooks ------------------------------------------------------------------------
-    def heartbeat_data(self) -> dict[str, object]:
-        return {
-            "groupName": self.group,
-            "consumeType": "CONSUME_ACTIVELY",
-            "messageModel": self.message_model,
-            "consumeFromWhere": self.consume_from_where,
-            "unitMode": False,
-            "subscriptionDataSet": [s.to_json() for _, s in sorted(self.subscriptions.items())],
-        }
-
-    def subscribed_topics(self) -> set[str]:
-        return set(self.subscriptions)
-
-    def on_consumer_ids_changed(self) -> None:
-        self._rebalance_event.set()
-
     def running_info(self) -> dict[str, object]:
         return {
             "properties": {"PROP_CONSUME_TYPE": "CONSUME_ACTIVELY"},

@@ -11,6 +11,7 @@ from typing import Any
 
 from ledgermq.client.errors import MQBrokerError, MQClientError
 from ledgermq.client.instance import TBW102, ClientInstance, ClientRegistry
+from ledgermq.client.lifecycle import Startable
 from ledgermq.client.message import Message, MessageQueue, SendResult, SendStatus
 from ledgermq.common.message import (
     PROPERTY_DELAY,
@@ -134,7 +135,7 @@ def parse_send_response(
     )
 
 
-class Producer:
+class Producer(Startable):
     def __init__(
         self,
         group: str,
@@ -197,13 +198,6 @@ class Producer:
         await inst.unregister(producer_group=self.group)
         await inst.shutdown()
         self._instance = None
-
-    async def __aenter__(self) -> Producer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.shutdown()
 
     def published_topics(self) -> set[str]:
         return set(self._publish)

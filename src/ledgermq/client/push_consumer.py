@@ -29,6 +29,7 @@ from ledgermq.client import broker_api
 from ledgermq.client.allocate import allocate_averagely
 from ledgermq.client.errors import MQClientError
 from ledgermq.client.instance import ClientInstance, ClientRegistry
+from ledgermq.client.lifecycle import ConsumerBase
 from ledgermq.client.message import ConsumeResult, MessageExt, MessageQueue, OrderlyResult
 from ledgermq.client.offset_store import (
     LocalFileOffsetStore,
@@ -87,7 +88,9 @@ def restore_retry_topic(msg: MessageExt, group: str) -> None:
         msg.topic = real
 
 
-class PushConsumer:
+class PushConsumer(ConsumerBase):
+    CONSUME_TYPE = "CONSUME_PASSIVELY"
+
     def __init__(
         self,
         group: str,
@@ -267,36 +270,7 @@ class PushConsumer:
         await inst.shutdown()
         self._instance = None
 
-    async def __aenter__(self) -> PushConsumer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.shutdown()
-
-    async def _sleep(self, seconds: float) -> bool:
-        """Waits unless the consumer stops first; True if it is stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        return self._stopping.is_set()
-
     # hooks for the instance ----------------------------------------------------------------
-    def heartbeat_data(self) -> dict[str, Any]:
-        return {
-            "groupName": self.group,
-            "consumeType": "CONSUME_PASSIVELY",
-            "messageModel": self.message_model,
-            "consumeFromWhere": self.consume_from_where,
-            "unitMode": False,
-            "subscriptionDataSet": [s.to_json() for _, s in sorted(self.subscriptions.items())],
-        }
-
-    def subscribed_topics(self) -> set[str]:
-        return set(self.subscriptions)
-
-    def on_consumer_ids_changed(self) -> None:
-        self._rebalance_event.set()
-
     def assigned_queues(self) -> set[MessageQueue]:
         return set(self.workers)
 
