@@ -187,3 +187,22 @@ async def test_frames_sent_in_one_loop_iteration_leave_in_bounded_writes():
     assert 2 <= len(transport.writes) <= 5
     decoded = [c.opaque for w in transport.writes for c in FrameDecoder().feed(w)]
     assert decoded == list(range(100))
+
+
+async def test_each_request_times_out_on_its_own_deadline(server):
+    # One timer per connection serves every pending request: a short deadline armed
+    # after a long one must still fire on time, and replies keep flowing afterwards.
+    client = RemotingClient()
+    addr = f"127.0.0.1:{server.port}"
+    loop = asyncio.get_running_loop()
+    slow_long = asyncio.ensure_future(client.invoke(addr, RemotingCommand(code=2), timeout=30))
+    started = loop.time()
+    with pytest.raises(RemotingTimeoutError, match="SEND_MESSAGE|2"):
+        await client.invoke(addr, RemotingCommand(code=2), timeout=0.1)
+    assert 0.09 <= loop.time() - started < 1.0
+    echo = await client.invoke(addr, RemotingCommand(code=1, ext_fields={"v": "after"}))
+    assert echo.ext_fields == {"echo": "after"}
+    assert not slow_long.done()
+    server.release.set()
+    assert (await slow_long).remark == "released"
+    await client.close()

@@ -472,3 +472,34 @@ async def test_crash_recovery_scans_from_checkpoint_and_trims_consume_queue(tmp_
     assert store2.get_messages("T", 0, 25, 1).status is GetMessageStatus.OFFSET_OVERFLOW_ONE
     assert store2.put_message(msg(50, qid=0)).queue_offset == 25
     await store2.close()
+
+
+async def test_put_group_stores_each_message_on_its_own_across_files(tmp_path):
+    # Pipelined sends arrive together: one bad message must not sink the others, every
+    # record must land whole in one file, and queue offsets stay dense per queue.
+    store, disk = await open_store(tmp_path)
+    group = [msg(i, qid=i % 2, size=3000) for i in range(60)]  # ~180 KiB: several files
+    group[7] = MessageToStore(topic="bad/topic", queue_id=0, body=b"x")
+    group[8] = msg(8, size=5 * 1024 * 1024)  # over maxMessageSize
+    appends = []
+    real_append = store.commitlog.append_at
+    store.commitlog.append_at = lambda at, data: (appends.append(at), real_append(at, data))
+    results = store.put_group(group)
+    assert [r.status for r in results].count(PutMessageStatus.PUT_OK) == 58
+    assert results[7].status is PutMessageStatus.MESSAGE_ILLEGAL
+    assert results[8].status is PutMessageStatus.MESSAGE_ILLEGAL
+    ok = [(i, r) for i, r in enumerate(results) if r.ok]
+    for qid in (0, 1):
+        offsets = [r.queue_offset for i, r in ok if i % 2 == qid]
+        assert offsets == list(range(len(offsets)))
+        expected = [group[i].body for i, _ in ok if i % 2 == qid]
+        assert bodies(store, qid=qid) == expected
+    for _, r in ok:
+        record = store.read_record(r.commit_log_offset)
+        assert record is not None and len(record) == r.wrote_bytes
+        # a record never crosses a commit log file boundary
+        assert r.commit_log_offset // CL_SIZE == (r.commit_log_offset + r.wrote_bytes - 1) // CL_SIZE
+    # runs, not one append per message: one per commit log file the group touched
+    files = {r.commit_log_offset // CL_SIZE for _, r in ok}
+    assert len(appends) <= len(files) + 1 < 58
+    await store.close()

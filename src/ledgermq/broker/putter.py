@@ -28,16 +28,25 @@ class MessagePutter:
         self._clock_ms = clock_ms
 
     def put(self, msg: MessageToStore) -> PutOutcome:
+        self._divert_delayed(msg)
+        outcome = self._store.put(msg)
+        if outcome.ok:
+            self._stats.put_total += 1
+        return outcome
+
+    def put_group(self, msgs: list[MessageToStore]) -> list[PutOutcome]:
+        """Independent messages stored together (see MessageStore.put_group)."""
+        for msg in msgs:
+            self._divert_delayed(msg)
+        outcomes = self._store.put_group(msgs)
+        self._stats.put_total += sum(1 for o in outcomes if o.ok)
+        return outcomes
+
+    def _divert_delayed(self, msg: MessageToStore) -> None:
         level = divert_to_schedule(msg, len(self._levels)) if msg.properties else 0
         if level:
             # The schedule queue is ordered by delivery time; its tagsCode carries it.
             msg.tags_code = self._clock_ms() + self._levels[level - 1]
-            outcome = self._store.put(msg)
-        else:
-            outcome = self._store.put(msg)
-        if outcome.ok:
-            self._stats.put_total += 1
-        return outcome
 
     def put_batch(self, msgs: list[MessageToStore]) -> PutOutcome:
         outcome = self._store.put_batch(msgs)

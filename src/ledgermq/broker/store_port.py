@@ -50,6 +50,9 @@ class StorePort:
     def put_batch(self, msgs: list[MessageToStore]) -> PutOutcome:
         return self._outcome(self.store.put_messages(msgs))
 
+    def put_group(self, msgs: list[MessageToStore]) -> list[PutOutcome]:
+        return [self._outcome(r) for r in self.store.put_group(msgs)]
+
     @staticmethod
     def _outcome(r: Any) -> PutOutcome:
         return PutOutcome(

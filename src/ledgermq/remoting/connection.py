@@ -40,6 +40,8 @@ _FLUSH_FRAMES = 32
 
 HandlerResult = RemotingCommand | None | Awaitable[RemotingCommand | None]
 Handler = Callable[["RemotingConnection", RemotingCommand], HandlerResult]
+# Takes the requests of one code that arrived together and answers each, in order.
+GroupHandler = Callable[["RemotingConnection", list[RemotingCommand]], list[HandlerResult]]
 
 
 def _code_name(code: int) -> str:
@@ -54,10 +56,20 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self._handlers: dict[int, Handler] = {}
+        self._group_handlers: dict[int, GroupHandler] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def register(self, code: int, handler: Handler) -> None:
+    def register(self, code: int, handler: Handler, group: GroupHandler | None = None) -> None:
+        """`group`, if given, handles runs of same-code requests that arrived in one read
+        (a producer's pipelined sends): one store append instead of one per request."""
         self._handlers[int(code)] = handler
+        if group is not None:
+            self._group_handlers[int(code)] = group
+        else:
+            self._group_handlers.pop(int(code), None)
+
+    def groupable(self, code: int) -> bool:
+        return code in self._group_handlers
 
     def handles(self, code: int) -> bool:
         return int(code) in self._handlers
@@ -84,6 +96,26 @@ class Dispatcher:
             task.add_done_callback(self._tasks.discard)
         else:
             conn.reply(request, result)
+
+    def dispatch_group(self, conn: RemotingConnection, requests: list[RemotingCommand]) -> None:
+        if len(requests) == 1:
+            self.dispatch(conn, requests[0])
+            return
+        try:
+            results = self._group_handlers[requests[0].code](conn, requests)
+        except Exception as exc:  # noqa: BLE001 - every request gets the error reply
+            for request in requests:
+                conn.reply(request, _error_reply(request, exc))
+            return
+        for request, result in zip(requests, results, strict=True):
+            if inspect.isawaitable(result):
+                task = asyncio.get_running_loop().create_task(
+                    self._finish(conn, request, result)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                conn.reply(request, result)
 
     async def _finish(
         self, conn: RemotingConnection, request: RemotingCommand, pending: Awaitable[Any]
@@ -125,6 +157,10 @@ class RemotingConnection(asyncio.Protocol):
         self._on_close = on_close
         self._opaques = opaque_counter or itertools.count(1)
         self._pending: dict[int, asyncio.Future[RemotingCommand]] = {}
+        # opaque -> (deadline on the loop clock, request code, timeout) of each request.
+        self._deadlines: dict[int, tuple[float, int, float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self.transport: asyncio.Transport | None = None
         # Frames written during one loop iteration leave in one system call (see send()).
         self._outgoing: list[bytes] = []
@@ -162,6 +198,10 @@ class RemotingConnection(asyncio.Protocol):
             log.warning("closing connection from %s: %s", self.remote_address, exc)
             self.close()
             return
+        dispatcher = self._dispatcher
+        # Consecutive requests of one groupable code are handled together; anything else
+        # closes the run first, so requests are still processed in arrival order.
+        run: list[RemotingCommand] = []
         for event in events:
             if isinstance(event, MalformedCommand):
                 self._malformed(event)
@@ -169,8 +209,14 @@ class RemotingConnection(asyncio.Protocol):
                 future = self._pending.pop(event.opaque, None)
                 if future is not None and not future.done():
                     future.set_result(event)
-            elif self._dispatcher is not None:
-                self._dispatcher.dispatch(self, event)
+            elif dispatcher is not None:
+                if run and run[0].code != event.code:
+                    dispatcher.dispatch_group(self, run)
+                    run = []
+                if dispatcher.groupable(event.code):
+                    run.append(event)
+                    continue
+                dispatcher.dispatch(self, event)
             else:
                 self.reply(
                     event,
@@ -179,6 +225,8 @@ class RemotingConnection(asyncio.Protocol):
                         f"request code {event.code} not supported",
                     ),
                 )
+        if run:
+            dispatcher.dispatch_group(self, run)  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
         for future in self._pending.values():
@@ -187,6 +235,10 @@ class RemotingConnection(asyncio.Protocol):
                     RemotingSendError(f"connection to {self.remote_address} closed")
                 )
         self._pending.clear()
+        self._deadlines.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self.closed.done():
             self.closed.set_result(None)
         if self._on_close is not None:
@@ -251,20 +303,50 @@ class RemotingConnection(asyncio.Protocol):
             log.debug("reply to %s dropped: connection closed", self.remote_address)
 
     async def request(self, cmd: RemotingCommand, timeout: float) -> RemotingCommand:
-        cmd.opaque = next(self._opaques)
+        opaque = cmd.opaque = next(self._opaques)
         cmd.flag &= ~1
-        future: asyncio.Future[RemotingCommand] = asyncio.get_running_loop().create_future()
-        self._pending[cmd.opaque] = future
+        loop = self._loop
+        future: asyncio.Future[RemotingCommand] = loop.create_future()
+        deadline = loop.time() + timeout
+        self._pending[opaque] = future
+        self._deadlines[opaque] = (deadline, cmd.code, timeout)
+        # One timer per connection, not one per request (asyncio.wait_for's cost shows at
+        # thousands of requests in flight); like Java's response-table scan, but armed
+        # for the earliest deadline so timeouts stay precise.
+        if self._timer is None or deadline < self._timer_at:
+            self._arm_timer(deadline)
         try:
             self.send(cmd)
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise RemotingTimeoutError(
-                f"no reply to {_code_name(cmd.code)} from {self.remote_address} "
-                f"within {timeout:.3f}s"
-            ) from None
+            return await future
         finally:
-            self._pending.pop(cmd.opaque, None)
+            self._pending.pop(opaque, None)
+            self._deadlines.pop(opaque, None)
+
+    def _arm_timer(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._expire_requests)
+
+    def _expire_requests(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        earliest: float | None = None
+        for opaque, (deadline, code, timeout) in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[opaque]
+                future = self._pending.pop(opaque, None)
+                if future is not None and not future.done():
+                    future.set_exception(
+                        RemotingTimeoutError(
+                            f"no reply to {_code_name(code)} from {self.remote_address} "
+                            f"within {timeout:.3f}s"
+                        )
+                    )
+            elif earliest is None or deadline < earliest:
+                earliest = deadline
+        if earliest is not None:
+            self._arm_timer(earliest)
 
     def oneway(self, cmd: RemotingCommand) -> None:
         cmd.opaque = next(self._opaques)

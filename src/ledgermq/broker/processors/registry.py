@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 def register_processors(broker: Broker, d: Dispatcher) -> None:
     send = SendProcessor(broker)
-    d.register(R.SEND_MESSAGE, send.handle)
-    d.register(R.SEND_MESSAGE_V2, send.handle)
+    d.register(R.SEND_MESSAGE, send.handle, group=send.handle_group)
+    d.register(R.SEND_MESSAGE_V2, send.handle, group=send.handle_group)
     d.register(R.SEND_BATCH_MESSAGE, send.handle_batch)
     d.register(R.CONSUMER_SEND_MSG_BACK, SendBackProcessor(broker).handle)
 

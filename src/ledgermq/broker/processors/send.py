@@ -114,6 +114,48 @@ class SendProcessor:
     def handle(self, conn: RemotingConnection, cmd: RemotingCommand) -> HandlerResult:
         if cmd.ext_fields.get("m") == "true" or cmd.code == 320:
             return self.handle_batch(conn, cmd)
+        msg = self._build(conn, cmd)
+        return self._finish(cmd, msg, self._b.putter.put(msg))
+
+    def handle_group(
+        self, conn: RemotingConnection, cmds: list[RemotingCommand]
+    ) -> list[HandlerResult]:
+        """Pipelined sends that arrived in one read: one store append for all of them.
+
+        Each send still succeeds or fails on its own, exactly as `handle` would answer it.
+        """
+        results: list[HandlerResult] = [None] * len(cmds)
+        msgs: list[MessageToStore] = []
+        positions: list[int] = []
+        for i, cmd in enumerate(cmds):
+            try:
+                if cmd.ext_fields.get("m") == "true" or cmd.code == 320:
+                    results[i] = self.handle_batch(conn, cmd)
+                    continue
+                msgs.append(self._build(conn, cmd))
+                positions.append(i)
+            except RemotingError as exc:
+                results[i] = cmd.make_response(exc.code, exc.remark)
+        if msgs:
+            outcomes = self._b.putter.put_group(msgs)
+            for i, msg, outcome in zip(positions, msgs, outcomes, strict=True):
+                results[i] = self._finish(cmds[i], msg, outcome)
+        return results
+
+    def _finish(
+        self, cmd: RemotingCommand, msg: MessageToStore, outcome: PutOutcome
+    ) -> HandlerResult:
+        response = self._response(cmd, outcome, msg.queue_id)
+        if (
+            outcome.ok
+            and self._b.sync_flush
+            and msg.properties.get(PROPERTY_WAIT, "true") != "false"
+        ):
+            return self._await_durable(cmd, outcome, response)
+        return response
+
+    def _build(self, conn: RemotingConnection, cmd: RemotingCommand) -> MessageToStore:
+        """Decodes and validates one send; raises RemotingError with the reply's code."""
         h = decode_send_header(cmd.code, cmd.ext_fields)
         write_queues = self._check(conn, h)
         body = cmd.body or b""
@@ -135,7 +177,7 @@ class SendProcessor:
         if topic.startswith(t.RETRY_PREFIX):
             topic, queue_id = self._retry_or_dlq(h, topic, queue_id)
         props[PROPERTY_CLUSTER] = b.config.broker_cluster_name
-        msg = MessageToStore(
+        return MessageToStore(
             topic=topic,
             body=body,
             flag=h.flag,
@@ -146,11 +188,6 @@ class SendProcessor:
             born_host=born_host(conn),
             reconsume_times=h.reconsume_times,
         )
-        outcome = b.putter.put(msg)
-        response = self._response(cmd, outcome, queue_id)
-        if outcome.ok and b.sync_flush and props.get(PROPERTY_WAIT, "true") != "false":
-            return self._await_durable(cmd, outcome, response)
-        return response
 
     def _retry_or_dlq(self, h: SendHeader, topic: str, queue_id: int) -> tuple[str, int]:
         """A consumer re-sending to %RETRY%: past the retry limit it goes to the DLQ."""
