@@ -45,13 +45,25 @@ def nats_peer(tmp: Path, duration: float, inflight: int, size: int) -> dict:
     port = free_port()
     server = subprocess.Popen(
         ["nats-server", "-js", "-sd", str(tmp / f"nats-{inflight}"), "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(1.0)  # nats-server has no readiness line on stdout; give it a second
-        return run_json([str(ensure_peer_venv()), str(REPO / "bench/peers/nats_jetstream.py"),
-                         "--server", f"nats://127.0.0.1:{port}", "--duration", str(duration),
-                         "--inflight", str(inflight), "--size", str(size)])
+        return run_json(
+            [
+                str(ensure_peer_venv()),
+                str(REPO / "bench/peers/nats_jetstream.py"),
+                "--server",
+                f"nats://127.0.0.1:{port}",
+                "--duration",
+                str(duration),
+                "--inflight",
+                str(inflight),
+                "--size",
+                str(size),
+            ]
+        )
     finally:
         server.terminate()
         server.wait(10)
@@ -60,17 +72,43 @@ def nats_peer(tmp: Path, duration: float, inflight: int, size: int) -> dict:
 def ledgermq_runs(tmp: Path, flush: str, runs: list[dict], duration: float) -> list[dict]:
     ns_port, broker_port = free_port(), free_port_pair()
     server = ServerProcess(
-        ["quickstart", "--data", str(tmp / flush), "--namesrv-port", str(ns_port),
-         "--broker-port", str(broker_port), "--flush-disk-type", flush],
-        ready_text="Broker ", log_path=tmp / f"quickstart-{flush}.log",
+        [
+            "quickstart",
+            "--data",
+            str(tmp / flush),
+            "--namesrv-port",
+            str(ns_port),
+            "--broker-port",
+            str(broker_port),
+            "--flush-disk-type",
+            flush,
+        ],
+        ready_text="Broker ",
+        log_path=tmp / f"quickstart-{flush}.log",
     ).start()
     results = []
     try:
         for i, run in enumerate(runs):
-            cmd = [sys.executable, "-m", "ledgermq", "bench", "produce", "-n",
-                   f"127.0.0.1:{ns_port}", "-t", f"Bench{flush.split('_')[0]}{i}", "-s",
-                   str(run["size"]), "--inflight", str(run["inflight"]), "--batch",
-                   str(run.get("batch", 1)), "--duration", str(duration), "--json"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "ledgermq",
+                "bench",
+                "produce",
+                "-n",
+                f"127.0.0.1:{ns_port}",
+                "-t",
+                f"Bench{flush.split('_')[0]}{i}",
+                "-s",
+                str(run["size"]),
+                "--inflight",
+                str(run["inflight"]),
+                "--batch",
+                str(run.get("batch", 1)),
+                "--duration",
+                str(duration),
+                "--json",
+            ]
             result = run_json(cmd)
             result["command"] = "ledgermq bench produce " + " ".join(cmd[5:])
             results.append(result)
@@ -89,11 +127,16 @@ def main() -> None:
         tmp = Path(name)
         peer = nats_peer(tmp, args.duration, 1000, 1024)
         peer1 = nats_peer(tmp, args.duration, 1, 1024)
-        rows += ledgermq_runs(tmp, "ASYNC_FLUSH", [
-            {"size": 1024, "inflight": 1000},
-            {"size": 1024, "inflight": 1000, "batch": 32},
-            {"size": 1024, "inflight": 1},
-        ], args.duration)
+        rows += ledgermq_runs(
+            tmp,
+            "ASYNC_FLUSH",
+            [
+                {"size": 1024, "inflight": 1000},
+                {"size": 1024, "inflight": 1000, "batch": 32},
+                {"size": 1024, "inflight": 1},
+            ],
+            args.duration,
+        )
         rows += ledgermq_runs(tmp, "SYNC_FLUSH", [{"size": 1024, "inflight": 1000}], args.duration)
     if args.json:
         print(json.dumps({"nats": [peer, peer1], "ledgermq": rows}))
@@ -101,11 +144,15 @@ def main() -> None:
     print("| system | durability | size | in flight | batch | msg/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
     for p in (peer, peer1):
-        print(f"| NATS JetStream 2.9 (nats-py) | file, R1, no fsync per ack | {p['size']} | "
-              f"{p['inflight']} | 1 | {p['tps']:,.0f} | {p['p50_ms']} | {p['p99_ms']} |")
+        print(
+            f"| NATS JetStream 2.9 (nats-py) | file, R1, no fsync per ack | {p['size']} | "
+            f"{p['inflight']} | 1 | {p['tps']:,.0f} | {p['p50_ms']} | {p['p99_ms']} |"
+        )
     for r in rows:
-        print(f"| ledgermq | {r['flush_disk_type']} | {r['size']} | {r['inflight']} | "
-              f"{r['batch']} | {r['tps']:,.0f} | {r['p50_ms']} | {r['p99_ms']} |")
+        print(
+            f"| ledgermq | {r['flush_disk_type']} | {r['size']} | {r['inflight']} | "
+            f"{r['batch']} | {r['tps']:,.0f} | {r['p50_ms']} | {r['p99_ms']} |"
+        )
     print()
     for r in rows:
         print(f"    {r['command']}")

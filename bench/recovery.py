@@ -54,9 +54,14 @@ async def max_offsets(addr: str, topic: str, queues: int, timeout: float) -> lis
             try:
                 result = []
                 for qid in range(queues):
-                    reply = await client.invoke(addr, RemotingCommand(
-                        code=RequestCode.GET_MAX_OFFSET,
-                        ext_fields={"topic": topic, "queueId": str(qid)}), timeout=1)
+                    reply = await client.invoke(
+                        addr,
+                        RemotingCommand(
+                            code=RequestCode.GET_MAX_OFFSET,
+                            ext_fields={"topic": topic, "queueId": str(qid)},
+                        ),
+                        timeout=1,
+                    )
                     result.append(int(reply.ext_fields["offset"]))
                 return result
             except Exception:  # noqa: BLE001 - not serving yet
@@ -76,18 +81,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ledgermq-recovery-") as name:
         tmp = Path(name)
         ns_port, port = free_port(), free_port_pair()
-        namesrv = ServerProcess(["namesrv", "-p", str(ns_port)], ready_text="boot success",
-                                log_path=tmp / "namesrv.log").start()
+        namesrv = ServerProcess(
+            ["namesrv", "-p", str(ns_port)], ready_text="boot success", log_path=tmp / "namesrv.log"
+        ).start()
         conf = tmp / "broker.conf"
-        conf.write_text(f"brokerName=recovery\nlistenPort={port}\nbrokerIP1=127.0.0.1\n"
-                        f"namesrvAddr=127.0.0.1:{ns_port}\nstorePathRootDir={tmp / 'store'}\n"
-                        "defaultTopicQueueNums=4\n")
-        broker = ServerProcess(["broker", "-c", str(conf)], ready_text="boot success",
-                               log_path=tmp / "broker.log").start()
+        conf.write_text(
+            f"brokerName=recovery\nlistenPort={port}\nbrokerIP1=127.0.0.1\n"
+            f"namesrvAddr=127.0.0.1:{ns_port}\nstorePathRootDir={tmp / 'store'}\n"
+            "defaultTopicQueueNums=4\n"
+        )
+        broker = ServerProcess(
+            ["broker", "-c", str(conf)], ready_text="boot success", log_path=tmp / "broker.log"
+        ).start()
         producer = subprocess.Popen(
-            [sys.executable, "-m", "ledgermq", "bench", "produce", "-n", f"127.0.0.1:{ns_port}",
-             "-t", topic, "-s", "1024", "--inflight", "64", "--batch", "32", "--duration",
-             "3600", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "ledgermq",
+                "bench",
+                "produce",
+                "-n",
+                f"127.0.0.1:{ns_port}",
+                "-t",
+                topic,
+                "-s",
+                "1024",
+                "--inflight",
+                "64",
+                "--batch",
+                "32",
+                "--duration",
+                "3600",
+                "--json",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         target = int(args.gib * (1 << 30))
         addr = f"127.0.0.1:{port}"
         while (filled := commitlog_bytes(addr)) < target:
@@ -103,13 +132,18 @@ def main() -> None:
         serving_after = time.monotonic() - started
         broker.stop()
         namesrv.stop()
-    result = {"commitlog_bytes": size, "serving_after_s": round(serving_after, 3),
-              "messages": sum(offsets)}
+    result = {
+        "commitlog_bytes": size,
+        "serving_after_s": round(serving_after, 3),
+        "messages": sum(offsets),
+    }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"commit log {size / (1 << 30):.2f} GiB, {sum(offsets)} messages: serving again "
-              f"{serving_after:.2f} s after restart (kill -9 during sends)")
+        print(
+            f"commit log {size / (1 << 30):.2f} GiB, {sum(offsets)} messages: serving again "
+            f"{serving_after:.2f} s after restart (kill -9 during sends)"
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,12 @@ async def main(args: argparse.Namespace) -> dict:
     except Exception:  # noqa: BLE001 - a fresh server has no stream yet
         pass
     await js.add_stream(
-        StreamConfig(name=args.stream, subjects=[args.subject], storage=StorageType.FILE,
-                     num_replicas=args.replicas)
+        StreamConfig(
+            name=args.stream,
+            subjects=[args.subject],
+            storage=StorageType.FILE,
+            num_replicas=args.replicas,
+        )
     )
     body = b"x" * args.size
     await js.publish(args.subject, body)
@@ -56,9 +60,13 @@ async def main(args: argparse.Namespace) -> dict:
     latencies.sort()
     return {
         "peer": f"nats-server JetStream file storage, replicas={args.replicas}",
-        "messages": len(latencies), "errors": errors, "seconds": round(elapsed, 3),
-        "tps": round(len(latencies) / elapsed, 1), "p50_ms": round(percentile(latencies, 0.5), 3),
-        "p99_ms": round(percentile(latencies, 0.99), 3), "size": args.size,
+        "messages": len(latencies),
+        "errors": errors,
+        "seconds": round(elapsed, 3),
+        "tps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 0.5), 3),
+        "p99_ms": round(percentile(latencies, 0.99), 3),
+        "size": args.size,
         "inflight": args.inflight,
     }
 

@@ -87,18 +87,44 @@ class Harness:
             **extra,
         }
         if v2:
-            short = dict(zip(
-                ["producerGroup", "topic", "defaultTopic", "defaultTopicQueueNums", "queueId",
-                 "sysFlag", "bornTimestamp", "flag", "properties", "reconsumeTimes",
-                 "unitMode", "maxReconsumeTimes"],
-                "abcdefghijkl", strict=True,
-            ))
+            short = dict(
+                zip(
+                    [
+                        "producerGroup",
+                        "topic",
+                        "defaultTopic",
+                        "defaultTopicQueueNums",
+                        "queueId",
+                        "sysFlag",
+                        "bornTimestamp",
+                        "flag",
+                        "properties",
+                        "reconsumeTimes",
+                        "unitMode",
+                        "maxReconsumeTimes",
+                    ],
+                    "abcdefghijkl",
+                    strict=True,
+                )
+            )
             fields = {short.get(k, k): v for k, v in fields.items()}
             return await self.call(RequestCode.SEND_MESSAGE_V2, fields, body, serialize)
         return await self.call(RequestCode.SEND_MESSAGE, fields, body, serialize)
 
-    async def pull(self, topic, queue_id=0, offset=0, *, group="CG", sys_flag=0, sub="*",
-                   suspend_ms=1000, commit=-1, serialize=0, timeout=5):
+    async def pull(
+        self,
+        topic,
+        queue_id=0,
+        offset=0,
+        *,
+        group="CG",
+        sys_flag=0,
+        sub="*",
+        suspend_ms=1000,
+        commit=-1,
+        serialize=0,
+        timeout=5,
+    ):
         return await self.call(
             RequestCode.PULL_MESSAGE,
             {
@@ -149,8 +175,13 @@ PULL_HEADER = ("suggestWhichBrokerId", "nextBeginOffset", "minOffset", "maxOffse
 async def test_send_then_pull_back_byte_exact(h, serialize, v2):
     sent = []
     for i in range(3):
-        r = await h.send("TopicA", f"body-{i}".encode(), props={"TAGS": "t", "KEYS": f"k{i}"},
-                         v2=v2, serialize=serialize)
+        r = await h.send(
+            "TopicA",
+            f"body-{i}".encode(),
+            props={"TAGS": "t", "KEYS": f"k{i}"},
+            v2=v2,
+            serialize=serialize,
+        )
         assert r.code == ResponseCode.SUCCESS, r.remark
         assert r.serialize_type == serialize
         assert r.ext_fields["queueId"] == "0"
@@ -182,8 +213,17 @@ async def test_batch_send_and_pull(h):
     body = encode_batch([(f"m{i}".encode(), 0, {"UNIQ_KEY": f"B{i}"}) for i in range(5)])
     r = await h.call(
         RequestCode.SEND_BATCH_MESSAGE,
-        {"a": "PG", "b": "BatchT", "c": "TBW102", "d": 4, "e": 1, "f": 0, "g": 1, "h": 0,
-         "m": "true"},
+        {
+            "a": "PG",
+            "b": "BatchT",
+            "c": "TBW102",
+            "d": 4,
+            "e": 1,
+            "f": 0,
+            "g": 1,
+            "h": 0,
+            "m": "true",
+        },
         body,
     )
     assert r.code == 0, r.remark
@@ -204,6 +244,15 @@ async def test_pull_status_codes_carry_all_header_fields(h):
     assert moved.ext_fields["nextBeginOffset"] == "1"
     empty_q = await h.pull("T2", queue_id=3, offset=0)
     assert empty_q.code == ResponseCode.PULL_NOT_FOUND
+    # Errors too: clients decode these fields before they look at the code.
+    unknown_topic = await h.pull("NoSuchTopic")
+    bad_queue = await h.pull("T2", queue_id=99)
+    bad_expression = await h.pull("T2", sub="a ||")
+    assert unknown_topic.code == ResponseCode.TOPIC_NOT_EXIST
+    assert bad_queue.code == ResponseCode.SYSTEM_ERROR
+    for r in (unknown_topic, bad_queue, bad_expression):
+        assert r.code != ResponseCode.SUCCESS
+        assert all(k in r.ext_fields for k in PULL_HEADER), (r.code, r.remark)
 
 
 async def test_long_poll_wakes_on_new_message_and_times_out(h):
@@ -265,22 +314,33 @@ def heartbeat_body(client_id, group, ordinal=False):
         "consumeFromWhere": 0 if ordinal else "CONSUME_FROM_LAST_OFFSET",
         "unitMode": False,
         "subscriptionDataSet": [
-            {"topic": "HT", "subString": "*", "tagsSet": [], "codeSet": [],
-             "subVersion": "123" if ordinal else 123, "expressionType": "TAG",
-             "classFilterMode": False}
+            {
+                "topic": "HT",
+                "subString": "*",
+                "tagsSet": [],
+                "codeSet": [],
+                "subVersion": "123" if ordinal else 123,
+                "expressionType": "TAG",
+                "classFilterMode": False,
+            }
         ],
     }
     return json.dumps(
-        {"clientID": client_id, "producerDataSet": [{"groupName": "PG"}],
-         "consumerDataSet": [consumer]}
+        {
+            "clientID": client_id,
+            "producerDataSet": [{"groupName": "PG"}],
+            "consumerDataSet": [consumer],
+        }
     ).encode()
 
 
 async def test_heartbeat_consumer_list_and_notify_on_change(h):
     notified = asyncio.Queue()
     d = Dispatcher()
-    d.register(RequestCode.NOTIFY_CONSUMER_IDS_CHANGED,
-               lambda conn, cmd: notified.put_nowait(cmd.ext_fields["consumerGroup"]))
+    d.register(
+        RequestCode.NOTIFY_CONSUMER_IDS_CHANGED,
+        lambda conn, cmd: notified.put_nowait(cmd.ext_fields["consumerGroup"]),
+    )
     first = RemotingClient(d)
     cmd = RemotingCommand(code=RequestCode.HEART_BEAT, body=heartbeat_body("c1@1", "CG1"))
     assert (await first.invoke(h.addr, cmd)).code == 0
@@ -305,10 +365,20 @@ async def test_heartbeat_consumer_list_and_notify_on_change(h):
     assert json.loads(r.body)["consumerIdList"] == ["c1@1"]
     # Pull without a subscription in the header uses the heartbeat's.
     await h.send("HT", b"x")
-    r = await h.call(RequestCode.PULL_MESSAGE, {
-        "consumerGroup": "CG1", "topic": "HT", "queueId": 0, "queueOffset": 0,
-        "maxMsgNums": 32, "sysFlag": 0, "commitOffset": -1, "suspendTimeoutMillis": 0,
-        "subVersion": 0})
+    r = await h.call(
+        RequestCode.PULL_MESSAGE,
+        {
+            "consumerGroup": "CG1",
+            "topic": "HT",
+            "queueId": 0,
+            "queueOffset": 0,
+            "maxMsgNums": 32,
+            "sysFlag": 0,
+            "commitOffset": -1,
+            "suspendTimeoutMillis": 0,
+            "subVersion": 0,
+        },
+    )
     assert r.code == 0
     await first.close()
 
@@ -325,8 +395,13 @@ async def test_send_back_goes_to_retry_then_dlq(tmp_path):
     try:
         r = await h.send("Orig", b"payload", props={"UNIQ_KEY": "UK1"})
         _, _, phy = parse_offset_msg_id(r.ext_fields["msgId"])
-        back = {"offset": phy, "group": "G", "delayLevel": 0, "originMsgId": "UK1",
-                "maxReconsumeTimes": 1}
+        back = {
+            "offset": phy,
+            "group": "G",
+            "delayLevel": 0,
+            "originMsgId": "UK1",
+            "maxReconsumeTimes": 1,
+        }
         assert (await h.call(RequestCode.CONSUMER_SEND_MSG_BACK, back)).code == 0
         # Level 3 + 0 is clamped to the 4 configured levels; arrives after ~1 s.
         r = await h.pull("%RETRY%G", sys_flag=0x2, suspend_ms=5000)
@@ -419,9 +494,18 @@ async def test_unknown_topic_without_auto_create(tmp_path):
     try:
         r = await h.send("Nope", b"x")
         assert r.code == ResponseCode.TOPIC_NOT_EXIST
-        r = await h.call(RequestCode.UPDATE_AND_CREATE_TOPIC, {
-            "topic": "Made", "defaultTopic": "TBW102", "readQueueNums": 2, "writeQueueNums": 2,
-            "perm": 6, "topicFilterType": "SINGLE_TAG", "order": "false"})
+        r = await h.call(
+            RequestCode.UPDATE_AND_CREATE_TOPIC,
+            {
+                "topic": "Made",
+                "defaultTopic": "TBW102",
+                "readQueueNums": 2,
+                "writeQueueNums": 2,
+                "perm": 6,
+                "topicFilterType": "SINGLE_TAG",
+                "order": "false",
+            },
+        )
         assert r.code == 0
         assert (await h.send("Made", b"x", queue_id=1)).code == 0
         r = await h.call(RequestCode.GET_TOPIC_CONFIG, {"topic": "Made"})
@@ -496,10 +580,21 @@ async def test_sync_flush_send_waits_for_fsync_and_topics_survive_restart(tmp_pa
         assert store.flushed_physical_offset >= store.max_physical_offset
         await h.restart()
         assert h.broker.topic_config.get("Durable") is not None
-        r = await h.call(RequestCode.LITE_PULL_MESSAGE, {
-            "consumerGroup": "L", "topic": "Durable", "queueId": 0, "queueOffset": 0,
-            "maxMsgNums": 50, "sysFlag": 0x14, "commitOffset": -1,
-            "suspendTimeoutMillis": 0, "subVersion": 0, "subscription": "*"})
+        r = await h.call(
+            RequestCode.LITE_PULL_MESSAGE,
+            {
+                "consumerGroup": "L",
+                "topic": "Durable",
+                "queueId": 0,
+                "queueOffset": 0,
+                "maxMsgNums": 50,
+                "sysFlag": 0x14,
+                "commitOffset": -1,
+                "suspendTimeoutMillis": 0,
+                "subVersion": 0,
+                "subscription": "*",
+            },
+        )
         assert r.code == 0
         assert len(decode_records(r.body)) == 20
     finally:

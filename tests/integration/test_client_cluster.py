@@ -573,7 +573,7 @@ async def test_reset_offset_by_time_makes_consumer_start_over(cluster):
 
 
 async def test_running_info_and_consumer_status_handlers(cluster):
-    from ledgermq.client import jsonbody
+    from ledgermq.common import fastjson as jsonbody
     from ledgermq.remoting.codec import RemotingCommand
 
     await make_topic(cluster, "TI", 2)

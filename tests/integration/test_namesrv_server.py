@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from ledgermq.namesrv import jsonfmt
+from ledgermq.common import fastjson as jsonfmt
 from ledgermq.namesrv.config import NamesrvConfig
 from ledgermq.namesrv.server import NameServer
 from ledgermq.remoting.client import RemotingClient

@@ -8,12 +8,11 @@ import pytest
 
 from ledgermq.broker.config import BrokerConfig
 from ledgermq.broker.heartbeat import HeartbeatError, parse_heartbeat
-from ledgermq.broker.mq_json import mq_keyed_json
-from ledgermq.broker.mq_lock import MessageQueue, RebalanceLockManager
+from ledgermq.broker.mq_lock import RebalanceLockManager
 from ledgermq.broker.subscription import build_subscription
 from ledgermq.broker.topics import topic_error
 from ledgermq.common.config import ConfigError
-from ledgermq.common.message import java_string_hash
+from ledgermq.common.message import MessageQueue, java_string_hash
 
 
 def test_subscription_parsing_and_matching():
@@ -27,27 +26,55 @@ def test_subscription_parsing_and_matching():
 
 
 def test_heartbeat_both_dialects():
-    java = parse_heartbeat(json.dumps({
-        "clientID": "j", "producerDataSet": [{"groupName": "P"}],
-        "consumerDataSet": [{"groupName": "G", "consumeType": "CONSUME_ACTIVELY",
-                             "messageModel": "BROADCASTING",
-                             "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET",
-                             "subscriptionDataSet": [{"topic": "T", "subString": "x || y",
-                                                      "subVersion": 5}]}]}).encode())
+    java = parse_heartbeat(
+        json.dumps(
+            {
+                "clientID": "j",
+                "producerDataSet": [{"groupName": "P"}],
+                "consumerDataSet": [
+                    {
+                        "groupName": "G",
+                        "consumeType": "CONSUME_ACTIVELY",
+                        "messageModel": "BROADCASTING",
+                        "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET",
+                        "subscriptionDataSet": [
+                            {"topic": "T", "subString": "x || y", "subVersion": 5}
+                        ],
+                    }
+                ],
+            }
+        ).encode()
+    )
     assert java.producer_groups == ["P"]
     c = java.consumers[0]
     assert (c.consume_type, c.message_model, c.consume_from_where) == (
-        "CONSUME_ACTIVELY", "BROADCASTING", "CONSUME_FROM_FIRST_OFFSET")
+        "CONSUME_ACTIVELY",
+        "BROADCASTING",
+        "CONSUME_FROM_FIRST_OFFSET",
+    )
     assert c.subscriptions[0].tags_set == {"x", "y"}
-    cpp = parse_heartbeat(json.dumps({
-        "clientID": "c", "consumerDataSet": [{"groupName": "G", "consumeType": 1,
-                                              "messageModel": 1, "consumeFromWhere": 4,
-                                              "subscriptionDataSet": [{"topic": "T",
-                                                                       "subVersion": "77"}]}]
-    }).encode())
+    cpp = parse_heartbeat(
+        json.dumps(
+            {
+                "clientID": "c",
+                "consumerDataSet": [
+                    {
+                        "groupName": "G",
+                        "consumeType": 1,
+                        "messageModel": 1,
+                        "consumeFromWhere": 4,
+                        "subscriptionDataSet": [{"topic": "T", "subVersion": "77"}],
+                    }
+                ],
+            }
+        ).encode()
+    )
     c = cpp.consumers[0]
     assert (c.consume_type, c.message_model, c.consume_from_where) == (
-        "CONSUME_PASSIVELY", "CLUSTERING", "CONSUME_FROM_FIRST_OFFSET")
+        "CONSUME_PASSIVELY",
+        "CLUSTERING",
+        "CONSUME_FROM_FIRST_OFFSET",
+    )
     assert c.subscriptions[0].sub_version == 77 and c.subscriptions[0].match_all
     with pytest.raises(HeartbeatError):
         parse_heartbeat(b"{}")
@@ -74,16 +101,17 @@ def test_topic_names():
     assert topic_error("x" * 127) is None
 
 
-def test_mq_keyed_json_uses_object_keys_like_fastjson():
-    text = mq_keyed_json([(MessageQueue("T", "b", 1), {"maxOffset": 3})])
-    assert text == '{{"brokerName":"b","queueId":1,"topic":"T"}:{"maxOffset":3}}'
-
-
 def test_config_keys_and_errors():
-    cfg = BrokerConfig.from_properties({
-        "brokerClusterName": "C", "brokerName": "b", "brokerIP1": "10.0.0.1",
-        "namesrvAddr": "a:1; b:2", "flushDiskType": "SYNC_FLUSH",
-        "messageDelayLevel": "1s 1m 1h 1d"})
+    cfg = BrokerConfig.from_properties(
+        {
+            "brokerClusterName": "C",
+            "brokerName": "b",
+            "brokerIP1": "10.0.0.1",
+            "namesrvAddr": "a:1; b:2",
+            "flushDiskType": "SYNC_FLUSH",
+            "messageDelayLevel": "1s 1m 1h 1d",
+        }
+    )
     assert cfg.namesrv_addrs() == ["a:1", "b:2"]
     assert cfg.delay_levels_ms() == [1000, 60_000, 3_600_000, 86_400_000]
     with pytest.raises(ConfigError, match="flushDiskType"):

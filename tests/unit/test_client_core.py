@@ -8,7 +8,6 @@ import zlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledgermq.client import jsonbody
 from ledgermq.client.allocate import allocate_averagely, allocate_by_circle
 from ledgermq.client.message import Message, MessageExt, MessageQueue
 from ledgermq.client.offset_store import LocalFileOffsetStore
@@ -165,15 +164,6 @@ def test_route_parses_both_json_forms_identically():
     assert len(b.subscribe_queues("T")) == 6
     # The TBW102 fallback caps the queue count per broker.
     assert len(b.publish_queues("New", 1)) == 1
-
-
-def test_jsonbody_messagequeue_keys_round_trip():
-    mq = MessageQueue("T", "b", 1)
-    raw = jsonbody.dumps({"offsetTable": {mq: 42}})
-    assert raw.startswith(b'{"offsetTable":{{')
-    assert jsonbody.loads(raw) == {"offsetTable": {mq: 42}}
-    fast = b'{"offsetTable":{{"brokerName":"b","queueId":1,"topic":"T"}:42},x:1,-3:[1.5,null]}'
-    assert jsonbody.loads(fast) == {"offsetTable": {mq: 42}, "x": 1, "-3": [1.5, None]}
 
 
 # --- process queue ---------------------------------------------------------------------------

@@ -3,17 +3,9 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledgermq.namesrv import jsonfmt
-from ledgermq.namesrv.route_table import (
-    PERM_READ,
-    PERM_WRITE,
-    BrokerRegistration,
-    DataVersion,
-    QueueData,
-    RouteTable,
-    TopicConfig,
-    UnregisterRequest,
-)
+from ledgermq.common import fastjson as jsonfmt
+from ledgermq.common.route_data import PERM_READ, PERM_WRITE, DataVersion, QueueData, TopicConfig
+from ledgermq.namesrv.route_table import BrokerRegistration, RouteTable, UnregisterRequest
 
 MASTER = "10.0.0.1:10911"
 SLAVE = "10.0.0.2:10911"

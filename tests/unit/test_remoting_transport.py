@@ -197,7 +197,7 @@ async def test_each_request_times_out_on_its_own_deadline(server):
     loop = asyncio.get_running_loop()
     slow_long = asyncio.ensure_future(client.invoke(addr, RemotingCommand(code=2), timeout=30))
     started = loop.time()
-    with pytest.raises(RemotingTimeoutError, match="SEND_MESSAGE|2"):
+    with pytest.raises(RemotingTimeoutError, match=r"within 0\.100s"):
         await client.invoke(addr, RemotingCommand(code=2), timeout=0.1)
     assert 0.09 <= loop.time() - started < 1.0
     echo = await client.invoke(addr, RemotingCommand(code=1, ext_fields={"v": "after"}))

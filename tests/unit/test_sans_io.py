@@ -12,6 +12,8 @@ SANS_IO_MODULES = [
     "remoting/codes.py",
     "common/message.py",
     "namesrv/route_table.py",
+    "common/fastjson.py",
+    "common/route_data.py",
 ]
 
 

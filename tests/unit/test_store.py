@@ -477,7 +477,7 @@ async def test_crash_recovery_scans_from_checkpoint_and_trims_consume_queue(tmp_
 async def test_put_group_stores_each_message_on_its_own_across_files(tmp_path):
     # Pipelined sends arrive together: one bad message must not sink the others, every
     # record must land whole in one file, and queue offsets stay dense per queue.
-    store, disk = await open_store(tmp_path)
+    store, _ = await open_store(tmp_path)
     group = [msg(i, qid=i % 2, size=3000) for i in range(60)]  # ~180 KiB: several files
     group[7] = MessageToStore(topic="bad/topic", queue_id=0, body=b"x")
     group[8] = msg(8, size=5 * 1024 * 1024)  # over maxMessageSize
@@ -498,7 +498,9 @@ async def test_put_group_stores_each_message_on_its_own_across_files(tmp_path):
         record = store.read_record(r.commit_log_offset)
         assert record is not None and len(record) == r.wrote_bytes
         # a record never crosses a commit log file boundary
-        assert r.commit_log_offset // CL_SIZE == (r.commit_log_offset + r.wrote_bytes - 1) // CL_SIZE
+        assert (
+            r.commit_log_offset // CL_SIZE == (r.commit_log_offset + r.wrote_bytes - 1) // CL_SIZE
+        )
     # runs, not one append per message: one per commit log file the group touched
     files = {r.commit_log_offset // CL_SIZE for _, r in ok}
     assert len(appends) <= len(files) + 1 < 58

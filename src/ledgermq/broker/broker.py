@@ -17,7 +17,6 @@ from ledgermq.broker.client_manager import ClientManager, ConsumerGroupInfo
 from ledgermq.broker.config import BrokerConfig
 from ledgermq.broker.config_file import JsonConfigFile
 from ledgermq.broker.consumer_offsets import ConsumerOffsetManager
-from ledgermq.broker.data_version import DataVersion
 from ledgermq.broker.delay import recovery_tags_code
 from ledgermq.broker.long_polling import PullHoldService
 from ledgermq.broker.mq_lock import RebalanceLockManager
@@ -31,6 +30,7 @@ from ledgermq.broker.subscription_group import SubscriptionGroupManager
 from ledgermq.broker.topic_config import TopicConfigManager
 from ledgermq.broker.topics import SCHEDULE_TOPIC
 from ledgermq.common.config import ConfigError
+from ledgermq.common.route_data import DataVersion
 from ledgermq.remoting.client import RemotingClient
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode
@@ -154,7 +154,10 @@ class Broker:
         c = self.config
         ip2 = c.broker_ip2 or self.ip1
         return BrokerIdentity(
-            c.broker_cluster_name, c.broker_name, c.broker_id, self.address,
+            c.broker_cluster_name,
+            c.broker_name,
+            c.broker_id,
+            self.address,
             f"{ip2}:{c.ha_listen_port}",
         )
 
@@ -197,13 +200,20 @@ class Broker:
         await self.registrar.register_all()
         self._tasks = [
             loop.create_task(self._register_loop(), name="broker-register"),
-            loop.create_task(self._periodic(self._flush_offsets,
-                                            self.config.flush_consumer_offset_interval / 1000),
-                             name="broker-offsets"),
-            loop.create_task(self._periodic(self.schedule.flush, _DELAY_OFFSET_FLUSH_S),
-                             name="broker-delay-offsets"),
-            loop.create_task(self._periodic(self._scan_channels, _CHANNEL_SCAN_INTERVAL_S),
-                             name="broker-channels"),
+            loop.create_task(
+                self._periodic(
+                    self._flush_offsets, self.config.flush_consumer_offset_interval / 1000
+                ),
+                name="broker-offsets",
+            ),
+            loop.create_task(
+                self._periodic(self.schedule.flush, _DELAY_OFFSET_FLUSH_S),
+                name="broker-delay-offsets",
+            ),
+            loop.create_task(
+                self._periodic(self._scan_channels, _CHANNEL_SCAN_INTERVAL_S),
+                name="broker-channels",
+            ),
         ]
         log.info("broker %s started at %s", self.config.broker_name, self.address)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledgermq.broker.config_file import JsonConfigFile
-from ledgermq.broker.data_version import DataVersion
+from ledgermq.common.route_data import DataVersion
 
 SEPARATOR = "@"
 

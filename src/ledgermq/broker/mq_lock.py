@@ -8,20 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
 
-
-class MessageQueue(NamedTuple):
-    topic: str
-    broker_name: str
-    queue_id: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"topic": self.topic, "brokerName": self.broker_name, "queueId": self.queue_id}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> MessageQueue:
-        return cls(str(obj["topic"]), str(obj.get("brokerName") or ""), int(obj["queueId"]))
+from ledgermq.common.message import MessageQueue
 
 
 @dataclass(slots=True)

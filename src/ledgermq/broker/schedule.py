@@ -15,12 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ledgermq.broker.config_file import JsonConfigFile
-from ledgermq.broker.data_version import DataVersion
 from ledgermq.broker.delay import restore_from_schedule
 from ledgermq.broker.putter import MessagePutter
 from ledgermq.broker.store_port import StorePort
 from ledgermq.broker.topics import SCHEDULE_TOPIC
 from ledgermq.common.message import MessageDecodeError, decode_record
+from ledgermq.common.route_data import DataVersion
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,9 @@ class ScheduleService:
             if not outcome.ok:
                 log.warning(
                     "schedule level %d: re-put of offset %d failed: %s",
-                    level, stored.queue_offset, outcome.status,
+                    level,
+                    stored.queue_offset,
+                    outcome.status,
                 )
                 return _RETRY_AFTER_FAILURE_S
             self.delivered += 1

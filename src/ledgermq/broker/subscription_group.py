@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledgermq.broker.config_file import JsonConfigFile
-from ledgermq.broker.data_version import DataVersion
+from ledgermq.common.route_data import DataVersion
 
 # Groups the broker and tools use internally; they always exist.
 SYSTEM_GROUPS = (

@@ -1,55 +1,17 @@
-"""TopicConfig and the topic table persisted as config/topics.json."""
+"""The topic table persisted as config/topics.json (TopicConfig is the shared wire type)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ledgermq.broker import topics as t
 from ledgermq.broker.config import BrokerConfig
 from ledgermq.broker.config_file import JsonConfigFile
-from ledgermq.broker.data_version import DataVersion
+from ledgermq.common.route_data import DataVersion, TopicConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class TopicConfig:
-    topic_name: str
-    read_queue_nums: int = 16
-    write_queue_nums: int = 16
-    perm: int = t.PERM_READ | t.PERM_WRITE
-    topic_filter_type: str = "SINGLE_TAG"
-    topic_sys_flag: int = 0
-    order: bool = False
-    attributes: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "topicName": self.topic_name,
-            "readQueueNums": self.read_queue_nums,
-            "writeQueueNums": self.write_queue_nums,
-            "perm": self.perm,
-            "topicFilterType": self.topic_filter_type,
-            "topicSysFlag": self.topic_sys_flag,
-            "order": self.order,
-            "attributes": dict(self.attributes),
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> TopicConfig:
-        return cls(
-            topic_name=str(obj["topicName"]),
-            read_queue_nums=int(obj.get("readQueueNums", 16)),
-            write_queue_nums=int(obj.get("writeQueueNums", 16)),
-            perm=int(obj.get("perm", 6)),
-            topic_filter_type=str(obj.get("topicFilterType") or "SINGLE_TAG"),
-            topic_sys_flag=int(obj.get("topicSysFlag", 0) or 0),
-            order=bool(obj.get("order", False)),
-            attributes={str(k): str(v) for k, v in (obj.get("attributes") or {}).items()},
-        )
 
 
 class TopicConfigManager:

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import re
 
+# Permission bits: one definition, shared with the NameServer and the client.
+from ledgermq.common.route_data import PERM_INHERIT as PERM_INHERIT
+from ledgermq.common.route_data import PERM_PRIORITY as PERM_PRIORITY
+from ledgermq.common.route_data import PERM_READ as PERM_READ
+from ledgermq.common.route_data import PERM_WRITE as PERM_WRITE
+
 TBW102 = "TBW102"
 SCHEDULE_TOPIC = "SCHEDULE_TOPIC_XXXX"
 SELF_TEST_TOPIC = "SELF_TEST_TOPIC"
@@ -15,11 +21,6 @@ TRANS_OP_HALF_TOPIC = "RMQ_SYS_TRANS_OP_HALF_TOPIC"
 TRANS_CHECK_MAX_TIME_TOPIC = "TRANS_CHECK_MAX_TIME_TOPIC"
 RETRY_PREFIX = "%RETRY%"
 DLQ_PREFIX = "%DLQ%"
-
-PERM_PRIORITY = 8
-PERM_READ = 4
-PERM_WRITE = 2
-PERM_INHERIT = 1
 
 # Producers may not write here directly: the broker owns these topics' contents.
 NOT_ALLOWED_SEND_TOPICS = frozenset(

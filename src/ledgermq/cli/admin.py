@@ -434,7 +434,7 @@ def _setup_topic_list(p: argparse.ArgumentParser) -> None:
 
 async def _groups_by_topic(ctx: Ctx) -> dict[str, set[str]]:
     """topic -> consumer groups with a committed offset on any master (GET_ALL_CONSUMER_OFFSET)."""
-    from ledgermq.client import jsonbody
+    from ledgermq.common import fastjson
     from ledgermq.remoting.codec import RemotingCommand
     from ledgermq.remoting.codes import RequestCode
 
@@ -447,7 +447,7 @@ async def _groups_by_topic(ctx: Ctx) -> dict[str, set[str]]:
         except Exception as exc:  # one broker down must not hide the others
             log.warning("consumer offsets of %s unavailable: %s", addr, exc)
             continue
-        table = (jsonbody.loads(resp.body) or {}).get("offsetTable") or {}
+        table = (fastjson.loads(resp.body) or {}).get("offsetTable") or {}
         for key in table:
             topic, sep, group = str(key).rpartition("@")
             if sep:
@@ -498,8 +498,8 @@ def _setup_topic(p: argparse.ArgumentParser) -> None:
 
 @command("topicRoute", "Examine topic route info", _setup_topic)
 async def _topic_route(ctx: Ctx) -> int:
-    from ledgermq.client import jsonbody
     from ledgermq.client.instance import check_response
+    from ledgermq.common import fastjson
     from ledgermq.remoting.codec import RemotingCommand
     from ledgermq.remoting.codes import RequestCode, ResponseCode
 
@@ -513,7 +513,7 @@ async def _topic_route(ctx: Ctx) -> int:
     if resp.code == ResponseCode.TOPIC_NOT_EXIST:
         raise CommandError(f"topic {topic} does not exist")
     check_response(resp, "namesrv")
-    emit_json(jsonbody.loads(resp.body) or {})
+    emit_json(fastjson.loads(resp.body) or {})
     return 0
 
 

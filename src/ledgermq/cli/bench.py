@@ -87,7 +87,7 @@ async def _flush_mode(namesrv: str, topic: str) -> str:
                 reply = await client.invoke(
                     ns, RemotingCommand(code=RequestCode.GET_BROKER_CLUSTER_INFO), timeout=3
                 )
-                from ledgermq.client.jsonbody import loads
+                from ledgermq.common.fastjson import loads
 
                 info = loads(reply.body)
                 for broker in info.get("brokerAddrTable", {}).values():

@@ -7,13 +7,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledgermq.client import broker_api, jsonbody
+from ledgermq.client import broker_api
 from ledgermq.client.errors import MQBrokerError, MQClientError
 from ledgermq.client.instance import ClientInstance, check_response
 from ledgermq.client.lifecycle import Startable
 from ledgermq.client.message import MessageExt, MessageQueue
-from ledgermq.client.route import BrokerData, TopicRoute, parse_broker_data
+from ledgermq.client.route import TopicRoute
+from ledgermq.common import fastjson
 from ledgermq.common.message import PROPERTY_UNIQ_KEY, parse_offset_msg_id
+from ledgermq.common.route_data import BrokerData
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode, ResponseCode
 
@@ -146,9 +148,12 @@ class AdminClient(Startable):
     # NameServer ---------------------------------------------------------------------------
     async def cluster_info(self) -> ClusterInfo:
         resp = await self._ns(RequestCode.GET_BROKER_CLUSTER_INFO)
-        raw = jsonbody.loads(resp.body) or {}
+        raw = fastjson.loads(resp.body) or {}
         return ClusterInfo(
-            {str(k): parse_broker_data(v) for k, v in (raw.get("brokerAddrTable") or {}).items()},
+            {
+                str(k): BrokerData.from_json(v)
+                for k, v in (raw.get("brokerAddrTable") or {}).items()
+            },
             {str(k): sorted(v) for k, v in (raw.get("clusterAddrTable") or {}).items()},
         )
 
@@ -160,7 +165,7 @@ class AdminClient(Startable):
 
     async def topic_list(self) -> list[str]:
         resp = await self._ns(RequestCode.GET_ALL_TOPIC_LIST_FROM_NAMESERVER)
-        return sorted((jsonbody.loads(resp.body) or {}).get("topicList") or [])
+        return sorted((fastjson.loads(resp.body) or {}).get("topicList") or [])
 
     async def get_kv_config(self, namespace: str, key: str) -> str | None:
         cmd = RemotingCommand(
@@ -187,7 +192,7 @@ class AdminClient(Startable):
         if resp.code == ResponseCode.QUERY_NOT_FOUND:
             return {}
         check_response(resp)
-        return dict((jsonbody.loads(resp.body) or {}).get("table") or {})
+        return dict((fastjson.loads(resp.body) or {}).get("table") or {})
 
     # topics -------------------------------------------------------------------------------
     async def create_topic(
@@ -253,7 +258,7 @@ class AdminClient(Startable):
         out: dict[MessageQueue, TopicOffset] = {}
         for addr in (await self._topic_masters(topic)).values():
             resp = await self._broker(addr, RequestCode.GET_TOPIC_STATS_INFO, {"topic": topic})
-            table = (jsonbody.loads(resp.body) or {}).get("offsetTable") or {}
+            table = (fastjson.loads(resp.body) or {}).get("offsetTable") or {}
             for k, v in table.items():
                 mq = _mq_key(k)
                 if mq is not None:
@@ -282,7 +287,7 @@ class AdminClient(Startable):
             ext["topic"] = topic
         for addr in await self._group_brokers(group, topic):
             resp = await self._broker(addr, RequestCode.GET_CONSUME_STATS, dict(ext))
-            raw = jsonbody.loads(resp.body) or {}
+            raw = fastjson.loads(resp.body) or {}
             stats.consume_tps += float(raw.get("consumeTps") or 0)
             for k, v in (raw.get("offsetTable") or {}).items():
                 mq = _mq_key(k)
@@ -306,7 +311,7 @@ class AdminClient(Startable):
             except MQBrokerError as exc:
                 last = exc
                 continue
-            return jsonbody.loads(resp.body) or {}
+            return fastjson.loads(resp.body) or {}
         raise last or MQClientError(f"no broker knows consumer group {group!r}")
 
     async def consumer_ids(self, group: str, topic: str | None = None) -> list[str]:
@@ -333,7 +338,7 @@ class AdminClient(Startable):
             except MQClientError as exc:
                 last = exc
                 continue
-            return jsonbody.loads(resp.body) or {}
+            return fastjson.loads(resp.body) or {}
         raise last or MQClientError(f"no broker reached client {client_id}")
 
     async def reset_offset_by_time(
@@ -349,7 +354,7 @@ class AdminClient(Startable):
         }
         for addr in (await self._topic_masters(topic)).values():
             resp = await self._broker(addr, RequestCode.INVOKE_BROKER_TO_RESET_OFFSET, dict(ext))
-            table = (jsonbody.loads(resp.body) or {}).get("offsetTable") or {}
+            table = (fastjson.loads(resp.body) or {}).get("offsetTable") or {}
             out.update({k: int(v) for k, v in table.items() if isinstance(k, MessageQueue)})
         return dict(sorted(out.items()))
 
@@ -357,13 +362,13 @@ class AdminClient(Startable):
         await self._broker(
             broker_addr,
             RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
-            body=jsonbody.dumps(config),
+            body=fastjson.dumps(config),
         )
 
     # brokers ------------------------------------------------------------------------------
     async def broker_runtime_info(self, broker_addr: str) -> dict[str, str]:
         resp = await self._broker(broker_addr, RequestCode.GET_BROKER_RUNTIME_INFO)
-        return dict((jsonbody.loads(resp.body) or {}).get("table") or {})
+        return dict((fastjson.loads(resp.body) or {}).get("table") or {})
 
     async def broker_config(self, broker_addr: str) -> dict[str, str]:
         resp = await self._broker(broker_addr, RequestCode.GET_BROKER_CONFIG)

@@ -6,10 +6,10 @@ import logging
 import zlib
 from dataclasses import dataclass, field
 
-from ledgermq.client import jsonbody
 from ledgermq.client.errors import MQBrokerError, MQClientError
 from ledgermq.client.instance import ClientInstance, check_response
 from ledgermq.client.message import MessageExt, MessageQueue
+from ledgermq.common import fastjson
 from ledgermq.common.message import (
     PROPERTY_MAX_OFFSET,
     PROPERTY_MIN_OFFSET,
@@ -185,7 +185,7 @@ async def consumer_ids(inst: ClientInstance, addr: str, group: str) -> list[str]
             code=RequestCode.GET_CONSUMER_LIST_BY_GROUP, ext_fields={"consumerGroup": group}
         ),
     )
-    body = jsonbody.loads(resp.body) or {}
+    body = fastjson.loads(resp.body) or {}
     return [str(c) for c in body.get("consumerIdList") or []]
 
 
@@ -214,7 +214,7 @@ async def send_back(
 
 
 def _lock_body(group: str, client_id: str, mqs: list[MessageQueue]) -> bytes:
-    return jsonbody.dumps(
+    return fastjson.dumps(
         {
             "consumerGroup": group,
             "clientId": client_id,
@@ -233,7 +233,7 @@ async def lock_batch(
             code=RequestCode.LOCK_BATCH_MQ, body=_lock_body(group, inst.client_id, mqs)
         ),
     )
-    body = jsonbody.loads(resp.body) or {}
+    body = fastjson.loads(resp.body) or {}
     return {MessageQueue.from_json(m) for m in body.get("lockOKMQSet") or []}
 
 

@@ -18,11 +18,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ledgermq.client import jsonbody
 from ledgermq.client.errors import MQBrokerError, MQClientError
 from ledgermq.client.message import MessageQueue
-from ledgermq.client.route import MASTER_ID, TopicRoute, parse_topic_route
+from ledgermq.client.route import TopicRoute, parse_topic_route
+from ledgermq.common import fastjson
 from ledgermq.common.message import UniqueIdGenerator
+from ledgermq.common.route_data import MASTER_ID
 from ledgermq.remoting.client import RemotingClient, split_address
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode, ResponseCode
@@ -364,7 +365,7 @@ class ClientInstance:
     async def send_heartbeat(self) -> None:
         if not self.producers and not self.consumers:
             return
-        body = jsonbody.dumps(self.heartbeat_data())
+        body = fastjson.dumps(self.heartbeat_data())
 
         async def one(addr: str) -> None:
             cmd = RemotingCommand(code=RequestCode.HEART_BEAT, body=body)
@@ -388,7 +389,7 @@ class ClientInstance:
         consumer = self.consumers.get(cmd.ext_fields.get("consumerGroup", ""))
         if consumer is None:
             return cmd.make_response(ResponseCode.SYSTEM_ERROR, "consumer group not online here")
-        return cmd.make_response(ResponseCode.SUCCESS, body=jsonbody.dumps(consumer.running_info()))
+        return cmd.make_response(ResponseCode.SUCCESS, body=fastjson.dumps(consumer.running_info()))
 
     async def _on_reset_offset(
         self, conn: RemotingConnection, cmd: RemotingCommand
@@ -397,7 +398,7 @@ class ClientInstance:
         topic = cmd.ext_fields.get("topic", "")
         consumer = self.consumers.get(group)
         if consumer is not None and cmd.body:
-            raw = jsonbody.loads(cmd.body) or {}
+            raw = fastjson.loads(cmd.body) or {}
             table = raw.get("offsetTable") or {}
             offsets = {mq: int(v) for mq, v in table.items() if isinstance(mq, MessageQueue)}
             await consumer.reset_offset(topic, offsets)
@@ -409,7 +410,7 @@ class ClientInstance:
         consumer = self.consumers.get(cmd.ext_fields.get("group", ""))
         table = consumer.consumer_status(cmd.ext_fields.get("topic", "")) if consumer else {}
         return cmd.make_response(
-            ResponseCode.SUCCESS, body=jsonbody.dumps({"messageQueueTable": table})
+            ResponseCode.SUCCESS, body=fastjson.dumps({"messageQueueTable": table})
         )
 
 

@@ -1,11 +1,15 @@
-"""What every client object shares: `async with` support, and for consumers the hooks
-the shared client instance calls (heartbeat content, topics, rebalance nudges)."""
+"""What every client object shares: `async with` support, getting its ClientInstance
+(given, from a registry, or its own), and for consumers the hooks the shared client
+instance calls (heartbeat content, topics, rebalance nudges)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from typing import Any, Self
+
+from ledgermq.client.errors import MQClientError
+from ledgermq.client.instance import ClientInstance, ClientRegistry
 
 
 class Startable:
@@ -25,7 +29,36 @@ class Startable:
         await self.shutdown()
 
 
-class ConsumerBase(Startable):
+class InstanceClient(Startable):
+    """A producer or consumer: it runs on a ClientInstance while started.
+
+    Subclasses set `namesrv_addr`, `_given_instance`, `_registry`, `_instance_name` and
+    `_instance`, and name their `ROLE` for the "not started" error.
+    """
+
+    ROLE = "client"
+    namesrv_addr: str | list[str]
+    _given_instance: ClientInstance | None
+    _registry: ClientRegistry | None
+    _instance_name: str | None
+    _instance: ClientInstance | None
+
+    @property
+    def instance(self) -> ClientInstance:
+        if self._instance is None:
+            raise MQClientError(f"{self.ROLE} is not started")
+        return self._instance
+
+    def _acquire_instance(self) -> ClientInstance:
+        """The instance to start on: the one given, the registry's shared one, or a new one."""
+        if self._given_instance is not None:
+            return self._given_instance
+        if self._registry is not None:
+            return self._registry.get(self.namesrv_addr, self._instance_name or "DEFAULT")
+        return ClientInstance(self.namesrv_addr, instance_name=self._instance_name)
+
+
+class ConsumerBase(InstanceClient):
     """Shared by the push and lite-pull consumers.
 
     Subclasses set `group`, `message_model`, `consume_from_where`, `subscriptions`,
@@ -33,6 +66,7 @@ class ConsumerBase(Startable):
     heartbeat spells it.
     """
 
+    ROLE = "consumer"
     CONSUME_TYPE = ""
     group: str
     message_model: str

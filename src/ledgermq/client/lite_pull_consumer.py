@@ -117,12 +117,6 @@ class LitePullConsumer(ConsumerBase):
         self._last_commit = time.monotonic()
 
     @property
-    def instance(self) -> ClientInstance:
-        if self._instance is None:
-            raise MQClientError("consumer is not started")
-        return self._instance
-
-    @property
     def clustering(self) -> bool:
         return self.message_model == CLUSTERING
 
@@ -148,12 +142,7 @@ class LitePullConsumer(ConsumerBase):
     async def start(self) -> None:
         if self._instance is not None:
             return
-        if self._given_instance is not None:
-            inst = self._given_instance
-        elif self._registry is not None:
-            inst = self._registry.get(self.namesrv_addr, self._instance_name or "DEFAULT")
-        else:
-            inst = ClientInstance(self.namesrv_addr, instance_name=self._instance_name)
+        inst = self._acquire_instance()
         if self.clustering:
             self.offset_store = RemoteOffsetStore(inst, self.group)
         else:

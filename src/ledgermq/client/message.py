@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ledgermq.common.message import MessageExt
+from ledgermq.common.message import MessageExt, MessageQueue
 
 __all__ = [
     "ConsumeResult",
@@ -36,25 +36,6 @@ class Message:
         if isinstance(self.keys, str):
             return self.keys or None
         return " ".join(k for k in self.keys if k) or None
-
-
-@dataclass(slots=True, frozen=True, order=True)
-class MessageQueue:
-    # Field order = Java's MessageQueue.compareTo order (topic, broker, queue id), which
-    # allocation relies on when it sorts the queue list.
-    topic: str
-    broker_name: str
-    queue_id: int
-
-    def to_json(self) -> dict[str, object]:
-        return {"brokerName": self.broker_name, "queueId": self.queue_id, "topic": self.topic}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, object]) -> MessageQueue:
-        return cls(str(obj["topic"]), str(obj["brokerName"]), int(obj["queueId"]))  # type: ignore[arg-type]
-
-    def __str__(self) -> str:
-        return f"{self.topic}@{self.broker_name}#{self.queue_id}"
 
 
 class SendStatus(Enum):

@@ -11,7 +11,7 @@ from typing import Any
 
 from ledgermq.client.errors import MQBrokerError, MQClientError
 from ledgermq.client.instance import TBW102, ClientInstance, ClientRegistry
-from ledgermq.client.lifecycle import Startable
+from ledgermq.client.lifecycle import InstanceClient
 from ledgermq.client.message import Message, MessageQueue, SendResult, SendStatus
 from ledgermq.common.message import (
     PROPERTY_DELAY,
@@ -135,7 +135,9 @@ def parse_send_response(
     )
 
 
-class Producer(Startable):
+class Producer(InstanceClient):
+    ROLE = "producer"
+
     def __init__(
         self,
         group: str,
@@ -169,21 +171,10 @@ class Producer(Startable):
         self._inflight: set[asyncio.Task[Any]] = set()
 
     # lifecycle ---------------------------------------------------------------------------
-    @property
-    def instance(self) -> ClientInstance:
-        if self._instance is None:
-            raise MQClientError("producer is not started")
-        return self._instance
-
     async def start(self) -> None:
         if self._instance is not None:
             return
-        if self._given_instance is not None:
-            inst = self._given_instance
-        elif self._registry is not None:
-            inst = self._registry.get(self.namesrv_addr, self._instance_name or "DEFAULT")
-        else:
-            inst = ClientInstance(self.namesrv_addr, instance_name=self._instance_name)
+        inst = self._acquire_instance()
         inst.register_producer(self)
         await inst.start()
         self._instance = inst

@@ -164,12 +164,6 @@ class PushConsumer(ConsumerBase):
 
     # configuration -----------------------------------------------------------------------
     @property
-    def instance(self) -> ClientInstance:
-        if self._instance is None:
-            raise MQClientError("consumer is not started")
-        return self._instance
-
-    @property
     def clustering(self) -> bool:
         return self.message_model == CLUSTERING
 
@@ -203,12 +197,7 @@ class PushConsumer(ConsumerBase):
             return
         if self._listener is None:
             raise MQClientError("register a listener before start()")
-        if self._given_instance is not None:
-            inst = self._given_instance
-        elif self._registry is not None:
-            inst = self._registry.get(self.namesrv_addr, self._instance_name or "DEFAULT")
-        else:
-            inst = ClientInstance(self.namesrv_addr, instance_name=self._instance_name)
+        inst = self._acquire_instance()
         if self.clustering:
             # Messages that failed come back through the group's retry topic.
             self.subscriptions.setdefault(

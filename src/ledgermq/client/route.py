@@ -1,50 +1,19 @@
-"""TopicRouteData parsing and the queue lists derived from it (pure, no I/O)."""
+"""The queue lists a client derives from a TopicRouteData (pure, no I/O).
+
+The route types and their JSON forms are the shared ones in `ledgermq.common.route_data`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from ledgermq.client import jsonbody
-from ledgermq.client.message import MessageQueue
-
-PERM_READ = 4
-PERM_WRITE = 2
-MASTER_ID = 0
+from ledgermq.common import fastjson
+from ledgermq.common.message import MessageQueue
+from ledgermq.common.route_data import PERM_READ, PERM_WRITE, BrokerData, TopicRouteData
 
 
 @dataclass(slots=True)
-class QueueData:
-    broker_name: str
-    read_queue_nums: int
-    write_queue_nums: int
-    perm: int
-    topic_sys_flag: int = 0
-
-
-@dataclass(slots=True)
-class BrokerData:
-    cluster: str
-    broker_name: str
-    # Broker id -> "ip:port"; id 0 is the master.
-    broker_addrs: dict[int, str]
-
-    def master_addr(self) -> str | None:
-        return self.broker_addrs.get(MASTER_ID)
-
-    def any_addr(self) -> str | None:
-        """The master if there is one, else the lowest-id slave (read-only access)."""
-        if MASTER_ID in self.broker_addrs:
-            return self.broker_addrs[MASTER_ID]
-        return self.broker_addrs[min(self.broker_addrs)] if self.broker_addrs else None
-
-
-@dataclass(slots=True)
-class TopicRoute:
-    queue_datas: list[QueueData] = field(default_factory=list)
-    broker_datas: list[BrokerData] = field(default_factory=list)
-    order_topic_conf: str | None = None
-
+class TopicRoute(TopicRouteData):
     def broker(self, name: str) -> BrokerData | None:
         for bd in self.broker_datas:
             if bd.broker_name == name:
@@ -80,33 +49,6 @@ class TopicRoute:
         return sorted(out)
 
 
-def _int(value: Any, default: int = 0) -> int:
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def parse_broker_data(obj: dict[str, Any]) -> BrokerData:
-    addrs_raw = obj.get("brokerAddrs") or {}
-    addrs = {_int(k): str(v) for k, v in addrs_raw.items()}
-    return BrokerData(str(obj.get("cluster", "")), str(obj.get("brokerName", "")), addrs)
-
-
 def parse_topic_route(body: bytes | str) -> TopicRoute:
     """Accepts standard JSON and fastjson's unquoted numeric keys (`{0:"ip:port"}`)."""
-    obj = jsonbody.loads(body) or {}
-    queue_datas = [
-        QueueData(
-            broker_name=str(q.get("brokerName", "")),
-            read_queue_nums=_int(q.get("readQueueNums")),
-            write_queue_nums=_int(q.get("writeQueueNums")),
-            perm=_int(q.get("perm"), 6),
-            topic_sys_flag=_int(q.get("topicSysFlag")),
-        )
-        for q in obj.get("queueDatas") or []
-    ]
-    broker_datas = [parse_broker_data(b) for b in obj.get("brokerDatas") or []]
-    return TopicRoute(queue_datas, broker_datas, obj.get("orderTopicConf"))
+    return TopicRoute.from_json(fastjson.loads(body) or {})

@@ -214,6 +214,30 @@ def tags_code(tags: str | None) -> int:
     return _tags_hash(tags) if tags else 0
 
 
+# --- MessageQueue --------------------------------------------------------------------------
+@dataclass(slots=True, frozen=True, order=True)
+class MessageQueue:
+    """One queue of a topic on one broker; shared by the client, the broker and the
+    fastjson codec (which reads and writes it as an object map key)."""
+
+    # Field order = Java's MessageQueue.compareTo order (topic, broker, queue id), which
+    # allocation relies on when it sorts the queue list.
+    topic: str
+    broker_name: str
+    queue_id: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"brokerName": self.broker_name, "queueId": self.queue_id, "topic": self.topic}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, object]) -> MessageQueue:
+        # A missing brokerName reads as "" (some lock bodies leave it out).
+        return cls(str(obj["topic"]), str(obj.get("brokerName") or ""), int(obj["queueId"]))  # type: ignore[call-overload]
+
+    def __str__(self) -> str:
+        return f"{self.topic}@{self.broker_name}#{self.queue_id}"
+
+
 # --- MessageExt ----------------------------------------------------------------------------
 @dataclass(slots=True)
 class MessageExt:
@@ -649,6 +673,7 @@ __all__: Sequence[str] = [
     "MessageDecodeError",
     "MessageExt",
     "MessageFlag",
+    "MessageQueue",
     "UniqueIdGenerator",
     "decode_batch",
     "decode_properties",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ledgermq.namesrv import jsonfmt
+from ledgermq.common import fastjson
 from ledgermq.storage.disk import Disk, OsDisk
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class KvConfigManager:
             self.table = {}
             return
         try:
-            obj = jsonfmt.decode(data)
+            obj = fastjson.decode(data)
             raw = (obj.get("configTable") or {}) if isinstance(obj, dict) else None
             if not isinstance(raw, dict):
                 raise ValueError("no configTable object")
@@ -50,7 +50,7 @@ class KvConfigManager:
         parent = os.path.dirname(self.path)
         if parent:
             self.disk.makedirs(parent)
-        self.disk.replace_file(self.path, jsonfmt.encode({"configTable": self.table}))
+        self.disk.replace_file(self.path, fastjson.encode({"configTable": self.table}))
 
     def put(self, namespace: str, key: str, value: str) -> None:
         ns = self.table.setdefault(namespace, {})

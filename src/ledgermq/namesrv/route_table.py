@@ -16,9 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledgermq.namesrv.route_data import (
-    PERM_INHERIT,
-    PERM_PRIORITY,
+from ledgermq.common.route_data import (
+    MASTER_ID,
     PERM_READ,
     PERM_WRITE,
     BrokerData,
@@ -30,28 +29,17 @@ from ledgermq.namesrv.route_data import (
 
 __all__ = [
     "DEFAULT_BROKER_CHANNEL_EXPIRED_TIME",
-    "MASTER_ID",
-    "PERM_INHERIT",
-    "PERM_PRIORITY",
-    "PERM_READ",
-    "PERM_WRITE",
     "BrokerAddrInfo",
-    "BrokerData",
     "BrokerLiveInfo",
     "BrokerRegistration",
-    "DataVersion",
     "ExpiredBroker",
-    "QueueData",
     "RegisterResult",
     "RouteTable",
-    "TopicConfig",
-    "TopicRouteData",
     "UnregisterRequest",
 ]
 
 log = logging.getLogger(__name__)
 
-MASTER_ID = 0
 DEFAULT_BROKER_CHANNEL_EXPIRED_TIME = 120_000
 
 

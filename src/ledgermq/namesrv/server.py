@@ -18,17 +18,12 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from ledgermq.common import fastjson
 from ledgermq.common.config import ConfigError, format_properties, parse_properties, to_properties
-from ledgermq.namesrv import jsonfmt
+from ledgermq.common.route_data import DataVersion, QueueData, TopicConfig
 from ledgermq.namesrv.config import NamesrvConfig
 from ledgermq.namesrv.kv_config import NAMESPACE_ORDER_TOPIC_CONFIG, KvConfigManager
-from ledgermq.namesrv.route_table import (
-    BrokerRegistration,
-    DataVersion,
-    QueueData,
-    RouteTable,
-    TopicConfig,
-)
+from ledgermq.namesrv.route_table import BrokerRegistration, RouteTable
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import VERSION_STANDARD_JSON, RequestCode, ResponseCode
 from ledgermq.remoting.connection import Dispatcher, RemotingConnection
@@ -49,8 +44,8 @@ def _monotonic_ms() -> int:
 
 def _decode_body(cmd: RemotingCommand, what: str) -> Any:
     try:
-        return jsonfmt.decode(cmd.body)
-    except jsonfmt.JsonFormatError as exc:
+        return fastjson.decode(cmd.body)
+    except fastjson.JsonFormatError as exc:
         raise RemotingError(ResponseCode.SYSTEM_ERROR, f"malformed {what} body: {exc}") from None
 
 
@@ -67,7 +62,7 @@ def parse_register_body(
     """REGISTER_BROKER body -> (topic configs, data version, filter servers)."""
     if not body:
         return {}, DataVersion(), []
-    obj = jsonfmt.decode(body)
+    obj = fastjson.decode(body)
     if not isinstance(obj, dict):
         raise ValueError("body is not a JSON object")
     # Brokers before 3.0.11 sent the TopicConfigSerializeWrapper itself.
@@ -234,7 +229,7 @@ class NameServer:
             return cmd.make_response(
                 ResponseCode.QUERY_NOT_FOUND, f"No config item, Namespace: {namespace}"
             )
-        return cmd.make_response(_OK, body=jsonfmt.encode({"table": table}))
+        return cmd.make_response(_OK, body=fastjson.encode({"table": table}))
 
     # Broker registration ------------------------------------------------------------
 
@@ -293,7 +288,7 @@ class NameServer:
         body = b""
         if self.config.return_order_topic_config_to_broker:
             order = self.kv_config.get_namespace(NAMESPACE_ORDER_TOPIC_CONFIG) or {}
-            body = jsonfmt.encode({"table": order})
+            body = fastjson.encode({"table": order})
         return cmd.make_response(_OK, ext_fields=headers, body=body)
 
     def _unregister_broker(self, conn: RemotingConnection, cmd: RemotingCommand) -> RemotingCommand:
@@ -327,7 +322,7 @@ class NameServer:
         return cmd.make_response(
             _OK,
             ext_fields={"changed": "true" if changed else "false"},
-            body=jsonfmt.encode(stored) if stored is not None else b"",
+            body=fastjson.encode(stored) if stored is not None else b"",
         )
 
     def _broker_heartbeat(self, conn: RemotingConnection, cmd: RemotingCommand) -> RemotingCommand:
@@ -356,11 +351,11 @@ class NameServer:
         if self.config.order_message_enable:
             route.order_topic_conf = self.kv_config.get(NAMESPACE_ORDER_TOPIC_CONFIG, topic)
         standard = cmd.version >= VERSION_STANDARD_JSON or get_bool(cmd, "acceptStandardJsonOnly")
-        return cmd.make_response(_OK, body=jsonfmt.encode(route, standard=standard))
+        return cmd.make_response(_OK, body=fastjson.encode(route, standard=standard))
 
     def _get_cluster_info(self, conn: RemotingConnection, cmd: RemotingCommand) -> RemotingCommand:
         # Always fastjson's unquoted form: every client parses it (PROTOCOL.md 3.5).
-        body = jsonfmt.encode(self.route_table.cluster_info(), standard=False)
+        body = fastjson.encode(self.route_table.cluster_info(), standard=False)
         return cmd.make_response(_OK, body=body)
 
     def _get_all_topic_list(
@@ -368,7 +363,7 @@ class NameServer:
     ) -> RemotingCommand:
         if not self.config.enable_all_topic_list:
             return cmd.make_response(ResponseCode.SYSTEM_ERROR, "disable")
-        body = jsonfmt.encode({"topicList": self.route_table.all_topics()})
+        body = fastjson.encode({"topicList": self.route_table.all_topics()})
         return cmd.make_response(_OK, body=body)
 
     def _get_topics_by_cluster(
@@ -377,7 +372,7 @@ class NameServer:
         if not self.config.enable_topic_list:
             return cmd.make_response(ResponseCode.SYSTEM_ERROR, "disable")
         topics = self.route_table.topics_by_cluster(req_str(cmd, "cluster"))
-        return cmd.make_response(_OK, body=jsonfmt.encode({"topicList": topics}))
+        return cmd.make_response(_OK, body=fastjson.encode({"topicList": topics}))
 
     def _get_broker_member_group(
         self, conn: RemotingConnection, cmd: RemotingCommand
@@ -385,7 +380,7 @@ class NameServer:
         group = self.route_table.broker_member_group(
             req_str(cmd, "clusterName"), req_str(cmd, "brokerName")
         )
-        body = jsonfmt.encode({"brokerMemberGroup": group}, standard=False)
+        body = fastjson.encode({"brokerMemberGroup": group}, standard=False)
         return cmd.make_response(_OK, body=body)
 
     # Topic and broker admin ---------------------------------------------------------

@@ -109,9 +109,7 @@ class Dispatcher:
             return
         for request, result in zip(requests, results, strict=True):
             if inspect.isawaitable(result):
-                task = asyncio.get_running_loop().create_task(
-                    self._finish(conn, request, result)
-                )
+                task = asyncio.get_running_loop().create_task(self._finish(conn, request, result))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             else:
@@ -203,6 +201,11 @@ class RemotingConnection(asyncio.Protocol):
         # closes the run first, so requests are still processed in arrival order.
         run: list[RemotingCommand] = []
         for event in events:
+            if run and (type(event) is MalformedCommand or event.is_response):
+                # Keep arrival order: a malformed frame may close the connection, and
+                # the run's replies must go out before that.
+                dispatcher.dispatch_group(self, run)  # type: ignore[union-attr]
+                run = []
             if isinstance(event, MalformedCommand):
                 self._malformed(event)
             elif event.is_response:

@@ -5,12 +5,13 @@ position, fsync, discard a tail, read through an mmap), small files replaced ato
 and directory operations. `OsDisk` is the real one; `FaultyDisk` wraps any Disk to count
 fsyncs, report ENOSPC, tear writes, flip bits and lose unsynced data on `crash()`.
 
-Segments are written through a shared mmap (a memcpy, no system call per record) only
-once all of their blocks are reserved with posix_fallocate: a store into a *sparse*
-mapped page on a full disk raises SIGBUS and kills the process, while a reserved block
-can always be written. Disk-full therefore surfaces as ENOSPC when a segment is created
-(a clean error, nothing written), and a file system that cannot reserve blocks falls
-back to `pwrite`, which reports ENOSPC per write.
+Segments get all their blocks reserved with posix_fallocate when created, so disk-full
+surfaces as ENOSPC at creation (a clean error, nothing written) rather than half-way
+through a record. Records are written with `pwrite`; small fixed-size units
+(ConsumeQueue entries, index slots) are packed straight into a shared mmap, which is
+safe only because the blocks are reserved: a store into a *sparse* mapped page on a full
+disk raises SIGBUS and kills the process. A file system that cannot reserve blocks uses
+`pwrite` for everything, which reports ENOSPC per write.
 """
 
 from __future__ import annotations
@@ -169,10 +170,10 @@ class OsSegment(Segment):
         end = pos + len(data)
         if pos < 0 or end > self.size:
             raise DiskError(f"write [{pos}, +{len(data)}) outside {self.path}", path=self.path)
-        if self.reserved:
-            mm = self._mm
-            (mm if mm is not None else self._map())[pos:end] = data
-            return
+        # Always pwrite here, even into a reserved file: first-touch faults of mapped
+        # pages cost more than the system call (measured: 2.4 vs 2.8 us per 1.2 KB
+        # record, 5 vs 60 us per 32 KB batch). Small fixed-size units take the mmap
+        # (write_struct), where the page is almost always hot.
         view = memoryview(data)
         try:
             while view:

@@ -7,9 +7,8 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from ledgermq.broker.mq_json import mq_keyed_json
-from ledgermq.broker.mq_lock import MessageQueue
 from ledgermq.broker.subscription_group import SubscriptionGroupConfig
+from ledgermq.common import fastjson
 from ledgermq.common.config import (
     ConfigError,
     apply_properties,
@@ -17,6 +16,7 @@ from ledgermq.common.config import (
     parse_properties,
     to_properties,
 )
+from ledgermq.common.message import MessageQueue
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode, ResponseCode
 from ledgermq.remoting.connection import RemotingConnection
@@ -137,8 +137,8 @@ class AdminProcessor:
                     },
                 )
             )
-        body = '{"offsetTable":' + mq_keyed_json(items) + "}"
-        return cmd.make_response(ResponseCode.SUCCESS, body=body.encode())
+        body = fastjson.encode({"offsetTable": dict(items)})
+        return cmd.make_response(ResponseCode.SUCCESS, body=body)
 
     def consume_stats(self, conn: RemotingConnection, cmd: RemotingCommand):
         group = req_str(cmd, "consumerGroup")
@@ -163,8 +163,8 @@ class AdminProcessor:
                         },
                     )
                 )
-        body = '{"consumeTps":0.0,"offsetTable":' + mq_keyed_json(items) + "}"
-        return cmd.make_response(ResponseCode.SUCCESS, body=body.encode())
+        body = fastjson.encode({"consumeTps": 0.0, "offsetTable": dict(items)})
+        return cmd.make_response(ResponseCode.SUCCESS, body=body)
 
     # --- subscription groups -------------------------------------------------------
     def update_subscription_group(self, conn: RemotingConnection, cmd: RemotingCommand):
@@ -213,7 +213,7 @@ class AdminProcessor:
             else:
                 target = current
             items.append((MessageQueue(topic, b.config.broker_name, qid), target))
-        body = ('{"offsetTable":' + mq_keyed_json(items) + "}").encode()
+        body = fastjson.encode({"offsetTable": dict(items)})
         self._notify_reset(group, topic, timestamp, force, body)
         return cmd.make_response(ResponseCode.SUCCESS, body=body)
 

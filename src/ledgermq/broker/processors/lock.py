@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from ledgermq.broker.mq_lock import MessageQueue
+from ledgermq.common.message import MessageQueue
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import ResponseCode
 from ledgermq.remoting.connection import RemotingConnection

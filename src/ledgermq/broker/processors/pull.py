@@ -56,7 +56,27 @@ class PullProcessor:
         self._sub_cache: dict[tuple[str, str, str], SubscriptionData] = {}
 
     def handle(self, conn: RemotingConnection, cmd: RemotingCommand) -> HandlerResult:
-        return self._process(conn, cmd, allow_suspend=True)
+        return self._answer(conn, cmd, allow_suspend=True)
+
+    def _answer(
+        self, conn: RemotingConnection, cmd: RemotingCommand, allow_suspend: bool
+    ) -> HandlerResult:
+        try:
+            return self._process(conn, cmd, allow_suspend)
+        except RemotingError as exc:
+            # PROTOCOL.md 2.2: the four mandatory response fields go on *every* code;
+            # clients decode the header before they look at the code.
+            offset = cmd.ext_fields.get("queueOffset", "0")
+            return cmd.make_response(
+                exc.code,
+                exc.remark,
+                {
+                    "suggestWhichBrokerId": "0",
+                    "nextBeginOffset": offset if offset.lstrip("-").isdigit() else "0",
+                    "minOffset": "0",
+                    "maxOffset": "0",
+                },
+            )
 
     def _subscription(self, cmd: RemotingCommand, group: str, topic: str, sys_flag: int):
         expr = cmd.ext_fields.get("subscription")
@@ -189,7 +209,7 @@ class PullProcessor:
         while True:
             left = deadline - time.monotonic()
             arrived = left > 0 and await hold.wait(topic, queue_id, offset, left)
-            result = self._process(conn, cmd, allow_suspend=False)
+            result = self._answer(conn, cmd, allow_suspend=False)
             assert not hasattr(result, "__await__")
             if not arrived or result is None or result.code != _NOT_FOUND:
                 return result  # type: ignore[return-value]

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING
 
 from ledgermq.broker import topics as t
-from ledgermq.broker.topic_config import TopicConfig
+from ledgermq.common.route_data import TopicConfig
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import ResponseCode
 from ledgermq.remoting.connection import RemotingConnection

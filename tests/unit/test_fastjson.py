@@ -1,4 +1,5 @@
-"""fastjson's unquoted Long keys and standard JSON (PROTOCOL.md section 3.5)."""
+"""fastjson's non-standard JSON forms: unquoted Long keys, MessageQueue object keys, and
+standard JSON (PROTOCOL.md section 3.5)."""
 
 import json
 
@@ -6,7 +7,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledgermq.namesrv.jsonfmt import JsonFormatError, decode, encode, long_keys
+from ledgermq.common import fastjson as jsonbody  # the client's loads/dumps view
+from ledgermq.common.fastjson import (
+    JsonFormatError,
+    decode,
+    encode,
+    loads,
+    long_keys,
+    mq_keyed_json,
+)
+from ledgermq.common.message import MessageQueue
 
 
 def test_int_keys_unquoted_in_legacy_form():
@@ -72,6 +82,48 @@ def test_long_keys():
     assert long_keys(None) == {}
     with pytest.raises(JsonFormatError):
         long_keys({"x": 1})
+
+
+# --- MessageQueue object keys (ResetOffsetBody, ConsumeStats, ConsumerRunningInfo) -------
+def test_jsonbody_messagequeue_keys_round_trip():
+    mq = MessageQueue("T", "b", 1)
+    raw = jsonbody.dumps({"offsetTable": {mq: 42}})
+    assert raw.startswith(b'{"offsetTable":{{')
+    assert jsonbody.loads(raw) == {"offsetTable": {mq: 42}}
+    fast = b'{"offsetTable":{{"brokerName":"b","queueId":1,"topic":"T"}:42},x:1,-3:[1.5,null]}'
+    assert jsonbody.loads(fast) == {"offsetTable": {mq: 42}, "x": 1, "-3": [1.5, None]}
+
+
+def test_mq_keyed_json_uses_object_keys_like_fastjson():
+    text = mq_keyed_json([(MessageQueue("T", "b", 1), {"maxOffset": 3})])
+    assert text == '{{"brokerName":"b","queueId":1,"topic":"T"}:{"maxOffset":3}}'
+
+
+def test_client_view_keeps_numeric_keys_as_strings():
+    assert loads(b"") is None and loads("  ") is None
+    assert loads('{0:"a:1",1:"b:2"}') == {"0": "a:1", "1": "b:2"}
+    assert decode('{0:"a:1",1:"b:2"}') == {0: "a:1", 1: "b:2"}
+    assert long_keys(loads('{0:"a:1"}')) == long_keys(decode('{0:"a:1"}')) == {0: "a:1"}
+
+
+def test_single_quotes_and_non_queue_object_keys():
+    assert decode("{'k':'v', n:1}") == {"k": "v", "n": 1}
+    assert loads('{{"a":1}:2}') == {(("a", 1),): 2}
+    with pytest.raises(JsonFormatError):
+        loads("{'unterminated:1}")
+    with pytest.raises(JsonFormatError):
+        loads('{{"brokerName":"b","queueId":"x","topic":"T"}:1}')
+
+
+def test_queue_keys_sort_in_queue_order():
+    mqs = {MessageQueue("T", "b", i): i for i in (10, 2, 1)}
+    assert decode(encode(mqs)) == mqs
+    assert [q.queue_id for q in decode(encode(mqs))] == [1, 2, 10]
+
+
+def test_client_view_depth_limit():
+    with pytest.raises(JsonFormatError):
+        loads("{x:" * 5000 + "1" + "}" * 5000)
 
 
 scalars = (

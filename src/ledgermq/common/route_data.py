@@ -1,22 +1,27 @@
 """Route data as it travels between NameServer, brokers and clients (PROTOCOL.md 3.5).
 
-Field names on the wire are RocketMQ's camelCase; ``to_json`` returns what
-`jsonfmt.encode` writes (keys sorted, None members dropped) and ``from_json`` accepts
-either JSON dialect. Long-keyed maps use int keys so the legacy form writes them bare.
+Shared by the NameServer (route table, registration bodies), the broker (its topic
+table, DataVersions) and the client (routes). Field names on the wire are RocketMQ's
+camelCase; ``to_json`` returns what `fastjson.encode` writes (keys sorted, None members
+dropped) and ``from_json`` accepts either JSON dialect. Long-keyed maps use int keys so
+the legacy form writes them bare.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
-from ledgermq.namesrv.jsonfmt import long_keys
+from ledgermq.common.fastjson import long_keys
 
 PERM_PRIORITY = 0x8
 PERM_READ = 0x4
 PERM_WRITE = 0x2
 PERM_INHERIT = 0x1
+
+# The broker id of a master in BrokerData.broker_addrs.
+MASTER_ID = 0
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -34,7 +39,7 @@ def _bool(value: Any, default: bool = False) -> bool:
 
 
 # ---------------------------------------------------------------------------------
-# Route data (JSON field names are RocketMQ's; `to_json` feeds jsonfmt.encode)
+# Route data (JSON field names are RocketMQ's; `to_json` feeds fastjson.encode)
 
 
 @dataclass(slots=True)
@@ -42,6 +47,12 @@ class DataVersion:
     state_version: int = 0
     timestamp: int = 0
     counter: int = 0
+
+    def next_version(self, now_ms: int, state_version: int | None = None) -> None:
+        self.timestamp = now_ms
+        self.counter += 1
+        if state_version is not None:
+            self.state_version = state_version
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,7 +85,7 @@ class TopicConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "attributes": self.attributes,
+            "attributes": dict(self.attributes),
             "order": self.order,
             "perm": self.perm,
             "readQueueNums": self.read_queue_nums,
@@ -139,7 +150,7 @@ class QueueData:
 class BrokerData:
     cluster: str
     broker_name: str
-    # broker id -> "ip:port"; int keys so that jsonfmt writes them as Java Longs.
+    # broker id -> "ip:port"; int keys so that fastjson writes them as Java Longs.
     broker_addrs: dict[int, str] = field(default_factory=dict)
     zone_name: str | None = None
     enable_acting_master: bool = False
@@ -162,6 +173,15 @@ class BrokerData:
             zone_name=obj.get("zoneName"),
             enable_acting_master=_bool(obj.get("enableActingMaster")),
         )
+
+    def master_addr(self) -> str | None:
+        return self.broker_addrs.get(MASTER_ID)
+
+    def any_addr(self) -> str | None:
+        """The master if there is one, else the lowest-id slave (read-only access)."""
+        if MASTER_ID in self.broker_addrs:
+            return self.broker_addrs[MASTER_ID]
+        return self.broker_addrs[min(self.broker_addrs)] if self.broker_addrs else None
 
     def copy(self) -> BrokerData:
         return BrokerData(
@@ -189,3 +209,15 @@ class TopicRouteData:
             "orderTopicConf": self.order_topic_conf,
             "queueDatas": self.queue_datas,
         }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Self:
+        return cls(
+            queue_datas=[QueueData.from_json(q) for q in obj.get("queueDatas") or []],
+            broker_datas=[BrokerData.from_json(b) for b in obj.get("brokerDatas") or []],
+            order_topic_conf=obj.get("orderTopicConf"),
+            filter_server_table={
+                str(k): [str(a) for a in v or []]
+                for k, v in (obj.get("filterServerTable") or {}).items()
+            },
+        )
