@@ -705,3 +705,27 @@ async def test_orderly_rebalance_moves_locks_to_the_new_member(cluster):
     await wait_until(lambda: sum(map(len, seen.values())) >= 80, 15)
     for o in range(4):
         assert seen[f"o{o}"] == list(range(20))
+
+
+async def test_producer_follows_route_changes_after_refresh(cluster):
+    # Regression: the producer cached a topic's queues forever, so a topic that grew
+    # (or was auto-created from TBW102) kept its first queue list.
+    await make_topic(cluster, "Grow", queues=2)
+    p = await started_producer(cluster)
+    used = {(await p.send(Message("Grow", b"x"))).message_queue.queue_id for _ in range(8)}
+    assert used == {0, 1}
+
+    admin = cluster.track(AdminClient(cluster.ns))
+    await admin.start()
+    await admin.create_topic(
+        "Grow", cluster="DefaultCluster", read_queue_nums=8, write_queue_nums=8
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while (await admin.topic_route("Grow")).queue_datas[0].write_queue_nums != 8:
+        assert loop.time() < deadline, "the NameServer never saw 8 queues"
+        await asyncio.sleep(0.05)
+
+    await p.instance.refresh_all_routes()  # what the 30 s route timer runs
+    used = {(await p.send(Message("Grow", b"y"))).message_queue.queue_id for _ in range(16)}
+    assert used == set(range(8))

@@ -13,6 +13,7 @@ from ledgermq.client.errors import MQBrokerError, MQClientError
 from ledgermq.client.instance import TBW102, ClientInstance, ClientRegistry
 from ledgermq.client.lifecycle import InstanceClient
 from ledgermq.client.message import Message, MessageQueue, SendResult, SendStatus
+from ledgermq.client.route import TopicRoute
 from ledgermq.common.message import (
     PROPERTY_DELAY,
     PROPERTY_KEYS,
@@ -166,7 +167,10 @@ class Producer(InstanceClient):
         self._instance_name = instance_name
         self._instance: ClientInstance | None = None
         # Topic -> queues we may write to, and a rotating index per topic.
-        self._publish: dict[str, list[MessageQueue]] = {}
+        # Topic -> (the instance's route object the queues were derived from, queues).
+        # When the instance's periodic refresh replaces the route, the queues are
+        # derived again, so a topic that grows (or is auto-created) is seen in 30 s.
+        self._publish: dict[str, tuple[TopicRoute | None, list[MessageQueue]]] = {}
         self._index: dict[str, int] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
 
@@ -195,10 +199,13 @@ class Producer(InstanceClient):
 
     # routing -----------------------------------------------------------------------------
     async def publish_queues(self, topic: str, *, refresh: bool = False) -> list[MessageQueue]:
-        if not refresh and self._publish.get(topic):
-            return self._publish[topic]
         inst = self.instance
-        route = await inst.update_route(topic)
+        route = inst.routes.get(topic)
+        cached = self._publish.get(topic)
+        if not refresh and cached is not None and cached[0] is route:
+            return cached[1]
+        if refresh or route is None:
+            route = await inst.update_route(topic)
         queues = route.publish_queues(topic) if route else []
         if not queues:
             # Unknown topic: send to brokers that carry TBW102 so they auto-create it.
@@ -207,7 +214,7 @@ class Producer(InstanceClient):
                 queues = default.publish_queues(topic, self.default_topic_queue_nums)
         if not queues:
             raise MQClientError(f"no route for topic {topic!r} (and no {TBW102} to create it)")
-        self._publish[topic] = queues
+        self._publish[topic] = (route, queues)
         return queues
 
     def _pick(self, topic: str, queues: list[MessageQueue], avoid: str | None) -> MessageQueue:
