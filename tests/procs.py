@@ -95,6 +95,40 @@ class ServerProcess:
         return self.proc.returncode
 
 
+class ProcessGroup:
+    """Every ServerProcess a test creates, killed at teardown whatever happened.
+
+    Use through the `processes` fixture (tests/conftest.py), so that a test failing
+    anywhere (before its own try/finally, or in a helper) leaves no orphan server.
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[ServerProcess] = []
+
+    def create(
+        self, args: list[str], *, ready_text: str, log_name: str | None = None
+    ) -> ServerProcess:
+        """A ServerProcess that is not started yet (`.start()` it, as often as needed)."""
+        name = log_name or f"{args[0]}-{len(self.procs)}.log"
+        proc = ServerProcess(args, ready_text=ready_text, log_path=self.log_dir / name)
+        self.procs.append(proc)
+        return proc
+
+    def kill_all(self) -> None:
+        errors: list[BaseException] = []
+        for proc in reversed(self.procs):
+            try:
+                proc.kill()
+            except BaseException as exc:  # noqa: BLE001 - kill the others first
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def alive(self) -> list[ServerProcess]:
+        return [p for p in self.procs if p.proc is not None and p.proc.poll() is None]
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

@@ -10,7 +10,7 @@ from ledgermq.remoting.client import RemotingClient
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode, ResponseCode
 from ledgermq.remoting.errors import RemotingException
-from tests.procs import ServerProcess, free_port_pair
+from tests.procs import ProcessGroup, ServerProcess, free_port_pair
 
 TOPIC = "CrashTopic"
 QUEUES = 4
@@ -123,32 +123,35 @@ async def _pull_all(addr: str) -> dict[tuple[int, int], bytes]:
     return stored
 
 
-async def test_every_sync_flush_ack_survives_kill_9(tmp_path):
+async def test_every_sync_flush_ack_survives_kill_9(tmp_path, processes: ProcessGroup):
     port = free_port_pair()
     conf = _broker_conf(tmp_path, port)
-    broker = ServerProcess(
-        ["broker", "-c", conf], ready_text="boot success", log_path=tmp_path / "broker.log"
+    # The `processes` fixture kills the broker at teardown, however this test ends.
+    broker = processes.create(
+        ["broker", "-c", conf], ready_text="boot success", log_name="broker.log"
     )
     await asyncio.to_thread(broker.start)
     addr = f"127.0.0.1:{port}"
     client = RemotingClient()
-    created = await client.invoke(
-        addr,
-        RemotingCommand(
-            code=RequestCode.UPDATE_AND_CREATE_TOPIC,
-            ext_fields={
-                "topic": TOPIC,
-                "defaultTopic": "TBW102",
-                "readQueueNums": str(QUEUES),
-                "writeQueueNums": str(QUEUES),
-                "perm": "6",
-                "topicFilterType": "SINGLE_TAG",
-                "order": "false",
-            },
-        ),
-    )
-    assert created.code == ResponseCode.SUCCESS, created.remark
-    await client.close()
+    try:
+        created = await client.invoke(
+            addr,
+            RemotingCommand(
+                code=RequestCode.UPDATE_AND_CREATE_TOPIC,
+                ext_fields={
+                    "topic": TOPIC,
+                    "defaultTopic": "TBW102",
+                    "readQueueNums": str(QUEUES),
+                    "writeQueueNums": str(QUEUES),
+                    "perm": "6",
+                    "topicFilterType": "SINGLE_TAG",
+                    "order": "false",
+                },
+            ),
+        )
+        assert created.code == ResponseCode.SUCCESS, created.remark
+    finally:
+        await client.close()
 
     acked = await _produce_until_killed(addr, broker, kill_after=3000)
     assert len(acked) >= 3000

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ledgermq.broker.client_manager import ClientManager, ConsumerGroupInfo
-from ledgermq.broker.config import BrokerConfig
+from ledgermq.broker.config import REGISTER_PERIOD_MIN_MS, BrokerConfig
 from ledgermq.broker.config_file import JsonConfigFile
 from ledgermq.broker.consumer_offsets import ConsumerOffsetManager
 from ledgermq.broker.delay import recovery_tags_code
@@ -57,9 +57,13 @@ class Broker:
         disk: Disk | None = None,
         clock_ms: Callable[[], int] | None = None,
         host: str = "0.0.0.0",
+        register_period_floor_ms: int = REGISTER_PERIOD_MIN_MS,
     ) -> None:
+        """`register_period_floor_ms` lowers the 10 s floor of the NameServer
+        registration period; only tests use it (the config file cannot)."""
         config.validate()
         self.config = config
+        self.register_period_ms = config.register_period_ms(register_period_floor_ms)
         self.disk = disk or OsDisk()
         self.clock_ms = clock_ms or _wall_ms
         self._host = host
@@ -129,6 +133,8 @@ class Broker:
             sync_flush_timeout_ms=c.sync_flush_timeout,
             max_message_size=c.max_message_size,
             disk_max_used_space_ratio=c.disk_max_used_space_ratio,
+            file_reserved_time_hours=c.file_reserved_time,
+            delete_when=c.delete_when,
             # The port is only known after bind; `start()` fixes it before opening.
             store_host=(self.ip1, c.listen_port),
         )
@@ -254,7 +260,7 @@ class Broker:
     async def _register_loop(self) -> None:
         assert self._register_wanted is not None
         wanted = self._register_wanted
-        period = self.config.register_name_server_period / 1000
+        period = self.register_period_ms / 1000
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wanted.wait(), period)

@@ -15,12 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledgermq.common.config import ConfigError, apply_properties, load_file, setting
+from ledgermq.store.message_store import delete_hours
 
 log = logging.getLogger(__name__)
 
 ROLES = ("ASYNC_MASTER", "SYNC_MASTER", "SLAVE")
 FLUSH_TYPES = ("ASYNC_FLUSH", "SYNC_FLUSH")
 DEFAULT_DELAY_LEVELS = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
+# RocketMQ registers with the NameServers every
+# max(10000, min(registerNameServerPeriod, 60000)) ms, whatever the file says.
+REGISTER_PERIOD_MIN_MS = 10_000
+REGISTER_PERIOD_MAX_MS = 60_000
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 # Accepted (so a real broker.conf loads) but without effect yet; warned about at startup.
@@ -34,9 +39,6 @@ NOT_SUPPORTED_YET = (
     "slaveReadEnable",
     "haListenPort",
     "haMasterAddress",
-    "fileReservedTime",
-    "deleteWhen",
-    "diskMaxUsedSpaceRatio",
     "aclEnable",
     "transactionTimeOut",
     "transactionCheckInterval",
@@ -70,7 +72,9 @@ class BrokerConfig:
     message_delay_level: str = DEFAULT_DELAY_LEVELS
     flush_interval_commit_log: int = setting(500, minimum=1)
     sync_flush_timeout: int = setting(5000, minimum=1)
-    register_name_server_period: int = setting(30_000, minimum=10, maximum=60_000)
+    # Kept as configured; the broker clamps it at use (see `register_period_ms`), as
+    # RocketMQ does, so any value a real broker.conf carries loads.
+    register_name_server_period: int = setting(30_000)
     register_broker_timeout_mills: int = setting(24_000, minimum=1)
     broker_permission: int = setting(6, minimum=0, maximum=15)
     long_polling_enable: bool = True
@@ -130,6 +134,10 @@ class BrokerConfig:
             self.delay_levels_ms()
         except ValueError as exc:
             raise ConfigError("messageDelayLevel", str(exc)) from None
+        try:
+            delete_hours(self.delete_when)
+        except ValueError as exc:
+            raise ConfigError("deleteWhen", str(exc)) from None
         if not self.broker_name:
             raise ConfigError("brokerName", "must not be empty")
         if self.broker_role == "SLAVE" and self.broker_id == 0:
@@ -162,6 +170,13 @@ class BrokerConfig:
         if not levels:
             raise ValueError("no delay levels")
         return levels
+
+    def register_period_ms(self, floor_ms: int = REGISTER_PERIOD_MIN_MS) -> int:
+        """registerNameServerPeriod as used: clamped to [floor_ms, 60000] like RocketMQ.
+
+        `floor_ms` is a code-level seam (tests lower it); the config file cannot.
+        """
+        return max(floor_ms, min(self.register_name_server_period, REGISTER_PERIOD_MAX_MS))
 
     def namesrv_addrs(self) -> list[str]:
         return [a.strip() for a in self.namesrv_addr.split(";") if a.strip()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -20,7 +21,35 @@ def _load(config: object, path: str | None, overrides: dict[str, str]) -> object
     unknown = apply_properties(config, props)
     for key in unknown:
         log.warning("ignoring unknown config key '%s'%s", key, f" in {path}" if path else "")
+    # The same checks as startup, so `-p` never prints a config the server would refuse.
+    validate = getattr(config, "validate", None)
+    if validate is not None:
+        validate()
     return config
+
+
+class StartupError(Exception):
+    """A server could not start for a reason the operator can fix; one line explains it."""
+
+
+_BIND_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
+
+async def _start_listening(server: object, host: str, port: int) -> None:
+    """`await server.start()`, turning a failed bind into a StartupError."""
+    try:
+        await server.start()  # type: ignore[attr-defined]
+    except OSError as exc:
+        # A failed bind carries no file name; a store or config file error does.
+        if exc.errno in _BIND_ERRNOS and exc.filename is None:
+            reason = os.strerror(exc.errno).lower()
+            raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
+        raise StartupError(f"cannot start: {_os_error_text(exc)}") from exc
+
+
+def _os_error_text(exc: OSError) -> str:
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
 def _namesrv_config(args: argparse.Namespace) -> object:
@@ -80,13 +109,18 @@ def run(command: str, argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"ledgermq {command}: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        if args.verbose:
+            log.debug("startup failed", exc_info=exc.__cause__ or exc)
+        print(f"ledgermq {command}: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _serve_namesrv(config: object) -> int:
     from ledgermq.namesrv.server import NameServer
 
     server = NameServer(config)
-    await server.start()
+    await _start_listening(server, server.host, config.listen_port)
     print(f"The Name Server boot success. serializeType=JSON, address {server.address}", flush=True)
     await wait_for_shutdown_signal()
     await server.stop()
@@ -97,7 +131,7 @@ async def _serve_broker(config: object) -> int:
     from ledgermq.broker.broker import Broker
 
     broker = Broker(config)
-    await broker.start()
+    await _start_listening(broker, broker.server.host, config.listen_port)
     print(
         f"The broker[{broker.config.broker_name}, {broker.address}] boot success. "
         f"serializeType=JSON and name server is {broker.config.namesrv_addr}",
@@ -125,7 +159,7 @@ async def _quickstart(args: argparse.Namespace) -> int:
         },
     )
     namesrv = NameServer(ns_config)
-    await namesrv.start()
+    await _start_listening(namesrv, namesrv.host, args.namesrv_port)
     namesrv_addr = f"{args.host}:{namesrv.port}"
     broker_config = BrokerConfig()
     apply_properties(
@@ -142,7 +176,11 @@ async def _quickstart(args: argparse.Namespace) -> int:
         },
     )
     broker = Broker(broker_config)
-    await broker.start()
+    try:
+        await _start_listening(broker, broker.server.host, args.broker_port)
+    except StartupError:
+        await namesrv.stop()
+        raise
     print(f"NameServer  {namesrv_addr}", flush=True)
     print(f"Broker      broker-a (DefaultCluster, master) at {broker.address}", flush=True)
     print(f"Data        {data}  (pid {os.getpid()}; Ctrl-C stops)", flush=True)

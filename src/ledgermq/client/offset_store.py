@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from ledgermq.client import broker_api
 from ledgermq.client.errors import MQClientError
 from ledgermq.client.instance import ClientInstance
 from ledgermq.client.message import MessageQueue
+from ledgermq.storage.disk import Disk, DiskError, OsDisk
 
 log = logging.getLogger(__name__)
 
@@ -96,26 +96,35 @@ def default_offsets_path(client_id: str, group: str) -> Path:
 
 
 class LocalFileOffsetStore(OffsetStore):
-    """Broadcasting progress: one JSON file per consumer, replaced atomically."""
+    """Broadcasting progress: one JSON file per consumer, replaced atomically.
 
-    def __init__(self, path: Path | str) -> None:
+    Files go through a `Disk` (DESIGN principle 4): the previous version is kept as
+    `offsets.json.bak` (like Java's) and read when the main file is missing or unreadable.
+    """
+
+    def __init__(self, path: Path | str, disk: Disk | None = None) -> None:
         super().__init__()
         self.path = Path(path)
+        self.disk = disk if disk is not None else OsDisk()
+
+    @property
+    def _bak_path(self) -> str:
+        return str(self.path.with_suffix(".json.bak"))
 
     def _read_file(self) -> dict[MessageQueue, int]:
-        for candidate in (self.path, self.path.with_suffix(".json.bak")):
+        for candidate in (str(self.path), self._bak_path):
             try:
-                raw = json.loads(candidate.read_text("utf-8"))
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError) as exc:
+                data = self.disk.read_file(candidate)
+                if data is None:
+                    continue
+                raw = json.loads(data.decode("utf-8"))
+                table: dict[MessageQueue, int] = {}
+                for entry in raw.get("offsetTable", []):
+                    mq = MessageQueue(entry["topic"], entry["brokerName"], int(entry["queueId"]))
+                    table[mq] = int(entry["offset"])
+            except (DiskError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 log.warning("offset file %s unreadable: %s", candidate, exc)
                 continue
-            table: dict[MessageQueue, int] = {}
-            for entry in raw.get("offsetTable", []):
-                table[MessageQueue(entry["topic"], entry["brokerName"], int(entry["queueId"]))] = (
-                    int(entry["offset"])
-                )
             return table
         return {}
 
@@ -139,30 +148,21 @@ class LocalFileOffsetStore(OffsetStore):
         self._dirty.clear()
 
     def _write_atomically(self, data: bytes) -> None:
-        # tmp + fsync + rename + directory fsync: a crash leaves the old or the new file.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # Disk.replace_file: tmp + fsync + rename + directory fsync, so a crash leaves
+        # the old or the new file, never a torn one.
+        disk = self.disk
+        path = str(self.path)
+        disk.makedirs(str(self.path.parent))
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if self.path.exists():
-            # Keep the previous version, like Java's offsets.json.bak.
+            old = disk.read_file(path)
+        except DiskError:
+            old = None
+        if old is not None and old != data:
             try:
-                os.replace(self.path, self.path.with_suffix(".json.bak"))
-            except OSError:
-                pass
-        os.replace(tmp, self.path)
-        try:
-            dfd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
+                disk.replace_file(self._bak_path, old)
+            except DiskError as exc:
+                log.warning("offset backup %s not written: %s", self._bak_path, exc)
+        disk.replace_file(path, data)
 
 
 async def compute_start_offset(

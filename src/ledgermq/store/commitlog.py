@@ -22,6 +22,7 @@ from ledgermq.common.message import (
     decode_record,
     encode_blank,
     peek_size_magic,
+    record_store_timestamp,
 )
 from ledgermq.storage.disk import Disk, DiskError, Segment
 
@@ -156,6 +157,45 @@ class CommitLog:
             loc[0].truncate(loc[1])
         self.wrote = offset
         self.flushed = min(self.flushed, offset)
+
+    # --- retention ------------------------------------------------------------------------
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    def first_segment(self) -> Segment | None:
+        return self._segments[0] if self._segments else None
+
+    def sealed_at(self, i: int) -> int | None:
+        """When segment `i` stopped being written: the store timestamp of the first record
+        of segment `i + 1` (the write that rolled over to it). None for the active file or
+        when that record cannot be read."""
+        if i + 1 >= len(self._segments):
+            return None
+        head = self.read(self._first + (i + 1) * self.file_size, 80)
+        if head is None or len(head) < 80:
+            return None
+        size, magic = peek_size_magic(head)
+        if magic not in (MAGIC_V1, MAGIC_V2) or size < RECORD_BASE_SIZE:
+            return None
+        try:
+            return record_store_timestamp(head)
+        except MessageDecodeError:
+            return None
+
+    def remove_first(self) -> None:
+        """Retention: closes and deletes the oldest file; never the active (last) one.
+
+        The directory is fsynced after each removal so a power loss cannot leave a gap at
+        the front of the log (load() refuses non-contiguous files)."""
+        if len(self._segments) < 2:
+            raise ValueError("the active commitlog file is never removed")
+        seg = self._segments.pop(0)
+        self._first += self.file_size
+        self.flushed = max(self.flushed, self._first)
+        seg.close()
+        self.disk.remove(seg.path)
+        self.disk.sync_dir(self.directory)
 
     # --- reads ----------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> bytes | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ledgermq.storage.disk import Disk, Segment
 from ledgermq.store.commitlog import parse_segment_names, segment_name
@@ -31,6 +31,9 @@ class ConsumeQueue:
         self.file_size = units_per_file * CQ_UNIT_SIZE
         self._segments: list[Segment] = []
         self._first = 0  # logical index of the first unit of _segments[0]
+        # Lowest servable logical offset (>= _first): units below it point at CommitLog
+        # files that retention removed (RocketMQ's minLogicOffset).
+        self._min = 0
         self.max_offset = 0  # next logical offset to write
         self.dirty: set[Segment] = set()
 
@@ -50,7 +53,7 @@ class ConsumeQueue:
             self.disk.open_segment(self._path(s), self.file_size, create=False) for s in run
         ]
         self._first = run[0] // CQ_UNIT_SIZE if run else 0
-        self.max_offset = self._first
+        self._min = self.max_offset = self._first
 
     def close(self) -> None:
         for seg in self._segments:
@@ -67,7 +70,7 @@ class ConsumeQueue:
 
     @property
     def min_offset(self) -> int:
-        return self._first
+        return self._min
 
     def _locate(self, index: int) -> tuple[int, int]:
         return divmod(index - self._first, self.units_per_file)
@@ -76,7 +79,7 @@ class ConsumeQueue:
     def put(self, index: int, phy_offset: int, size: int, tags_code: int) -> None:
         if not self._segments and index >= 0:
             # First file starts at the file boundary holding `index` (0 for a new queue).
-            self._first = index - index % self.units_per_file
+            self._first = self._min = index - index % self.units_per_file
         if index < self._first:
             raise ValueError(f"CQ {self.topic}/{self.queue_id}: {index} < min {self._first}")
         i, rel = self._locate(index)
@@ -114,6 +117,7 @@ class ConsumeQueue:
             self._segments[i].truncate(rel * CQ_UNIT_SIZE)
             self.dirty.add(self._segments[i])
         self.max_offset = min(self.max_offset, index)
+        self._min = min(self._min, self.max_offset)
 
     def take_dirty(self) -> list[Segment]:
         out = list(self.dirty)
@@ -123,7 +127,7 @@ class ConsumeQueue:
     # --- reads ----------------------------------------------------------------------------
     def get(self, index: int) -> tuple[int, int, int] | None:
         """(phy_offset, size, tags_code) of unit `index`, or None outside [min, max)."""
-        if index < self._first or index >= self.max_offset:
+        if index < self._min or index >= self.max_offset:
             return None
         i, rel = self._locate(index)
         if i >= len(self._segments):
@@ -136,13 +140,54 @@ class ConsumeQueue:
         end = min(self.max_offset, index + limit)
         while index < end:
             i, rel = self._locate(index)
-            if i >= len(self._segments) or index < self._first:
+            if i >= len(self._segments) or index < self._min:
                 return
             n = min(end - index, self.units_per_file - rel)
             raw = self._segments[i].read(rel * CQ_UNIT_SIZE, n * CQ_UNIT_SIZE)
             for k, (phy, size, tags) in enumerate(CQ_UNIT.iter_unpack(raw)):
                 yield index + k, phy, size, tags
             index += n
+
+    # --- retention ------------------------------------------------------------------------
+    def _phy_at(self, index: int) -> int:
+        i, rel = self._locate(index)
+        return self._segments[i].read_struct(rel * CQ_UNIT_SIZE, CQ_UNIT)[0]
+
+    def delete_files_below(self, phy_min: int, busy: Callable[[Segment], bool]) -> int:
+        """Removes files (oldest first, never the last one) whose last unit points below
+        `phy_min`, the CommitLog's new minimum; stops at a file `busy` says is in use."""
+        removed = 0
+        while len(self._segments) > 1:
+            seg = self._segments[0]
+            last = self._first + self.units_per_file - 1
+            if self._phy_at(last) >= phy_min or busy(seg):
+                break
+            self._segments.pop(0)
+            self._first += self.units_per_file
+            self._min = max(self._min, self._first)
+            self.dirty.discard(seg)
+            seg.close()
+            self.disk.remove(seg.path)
+            self.disk.sync_dir(self.directory)
+            removed += 1
+        return removed
+
+    def correct_min_offset(self, phy_min: int) -> None:
+        """Moves the min offset to the first unit pointing at or above `phy_min` (units
+        are in CommitLog order, so a binary search); to max_offset if none does."""
+        lo, hi = max(self._min, self._first), self.max_offset
+        if lo >= hi:
+            return
+        if self._phy_at(hi - 1) < phy_min:
+            self._min = hi  # nothing left to serve; keep the max offset
+            return
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._phy_at(mid) < phy_min:
+                lo = mid + 1
+            else:
+                hi = mid
+        self._min = lo
 
     # --- recovery -------------------------------------------------------------------------
     def recover(self, commitlog_end: int) -> int:

@@ -17,6 +17,7 @@ import logging
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledgermq.storage.disk import Disk, DiskError, Segment
@@ -167,6 +168,22 @@ class IndexService:
             f.segment.close()
         self.files = []
         self._dirty.clear()
+
+    def delete_files_below(self, phy_min: int, busy: Callable[[Segment], bool]) -> int:
+        """Removes files (oldest first, never the newest) whose every entry points below
+        `phy_min`, the CommitLog's new minimum; stops at a file `busy` says is in use."""
+        removed = 0
+        while len(self.files) > 1:
+            f = self.files[0]
+            if f.header.end_phy_offset >= phy_min or busy(f.segment):
+                break
+            self.files.pop(0)
+            self._dirty.discard(f)
+            f.segment.close()
+            self.disk.remove(f.segment.path)
+            self.disk.sync_dir(self.directory)
+            removed += 1
+        return removed
 
     def put(self, topic: str, keys: list[str], phy_offset: int, store_timestamp: int) -> None:
         for key in keys:

@@ -18,6 +18,7 @@ import os
 import struct
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -69,10 +70,20 @@ class StoreConfig:
     flush_interval_consume_queue_ms: int = 1000  # also the checkpoint cadence
     sync_flush_timeout_ms: int = 5000
     max_message_size: int = 4 * 1024 * 1024
-    # Cleanup of expired files starts above this ratio (RocketMQ's diskMaxUsedSpaceRatio).
+    # Retention (RocketMQ's fileReservedTime, deleteWhen, diskMaxUsedSpaceRatio): a
+    # CommitLog file expires `file_reserved_time_hours` after it was last written; expired
+    # files are deleted at the hours of `delete_when` ("04", "04;05"), or at any hour
+    # while disk usage is above `disk_max_used_space_ratio` percent.
+    file_reserved_time_hours: float = 72
+    delete_when: str = "04"
     disk_max_used_space_ratio: int = 75
+    # Above this one unexpired files go too, oldest first (diskSpaceCleanForciblyRatio).
+    disk_space_clean_forcibly_ratio: int = 85
     # Writes are refused above this one (RocketMQ's diskSpaceWarningLevelRatio, 0.90).
     disk_space_warning_level_ratio: int = 90
+    # CommitLog files deleted per cleanup round at most (deleteFileBatchMax).
+    delete_file_batch_max: int = 10
+    clean_interval_ms: int = 10_000  # 0 disables the periodic cleanup task
     max_hash_slot_num: int = 5_000_000
     max_index_num: int = 20_000_000
     message_index_enable: bool = True
@@ -87,6 +98,24 @@ class StoreConfig:
             raise ValueError(
                 f"flush_disk_type must be ASYNC_FLUSH or SYNC_FLUSH, not {self.flush_disk_type!r}"
             )
+        delete_hours(self.delete_when)  # raises ValueError on a malformed value
+
+
+def delete_hours(delete_when: str) -> frozenset[int]:
+    """The hours of day named by deleteWhen ("04", "04;05"); ValueError if malformed."""
+    hours: set[int] = set()
+    for part in delete_when.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or not 0 <= int(part) <= 23:
+            raise ValueError(f"deleteWhen: {part!r} is not an hour of day (00-23)")
+        hours.add(int(part))
+    return frozenset(hours)
+
+
+def _local_hour(now_ms: int) -> int:
+    return time.localtime(now_ms / 1000).tm_hour
 
 
 class PutMessageStatus(Enum):
@@ -211,12 +240,17 @@ class MessageStore:
         *,
         clock: Callable[[], int] | None = None,
         tags_code_of: Callable[[MessageExt], int] | None = None,
+        hour_of: Callable[[int], int] | None = None,
     ) -> None:
-        """`clock` gives epoch ms (store timestamps); `tags_code_of` recomputes a record's
-        tagsCode during recovery (the broker overrides it for delay topics)."""
+        """`clock` gives epoch ms (store timestamps, file expiry); `tags_code_of`
+        recomputes a record's tagsCode during recovery (the broker overrides it for delay
+        topics); `hour_of` maps epoch ms to the hour of day deleteWhen is matched against
+        (local time by default)."""
         self.config = config
         self.disk = disk
         self._clock = clock or _now_ms
+        self._hour_of = hour_of or _local_hour
+        self._delete_hours = delete_hours(config.delete_when)
         self._tags_code_of = tags_code_of or (lambda m: tags_code(m.properties.get(PROPERTY_TAGS)))
         root = config.store_path_root_dir
         self._cq_root = os.path.join(root, "consumequeue")
@@ -239,6 +273,10 @@ class MessageStore:
         self._flush_wanted: asyncio.Event | None = None
         self._stop_event: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Segments an fsync thread is working on: retention must not close them under it.
+        self._in_flight: Counter[Segment] = Counter()
+        # CommitLog min offset the ConsumeQueues and index were last cleaned against.
+        self._logics_cleaned_to = -1
         self.recovered_from: int = 0  # where the last open() started scanning (for tests/ops)
         self.abnormal_shutdown = False
 
@@ -270,11 +308,14 @@ class MessageStore:
         for queues in self._cqs.values():
             for cq in queues.values():
                 cq.recover(end)
+                # Earlier CommitLog files may be gone: serve from the first unit that
+                # still points into the log.
+                cq.correct_min_offset(cl.min_offset)
                 self._dirty_cqs.add(cq)
         # What we re-read may only be in the page cache (process crash, not power loss):
         # make it durable before counting it as flushed.
         to_sync = cl.segments_between(start, end) + self._take_dirty_logics()
-        await loop.run_in_executor(None, _sync_all, to_sync)
+        await self._sync_segments(to_sync)
         cl.flushed = end
         await loop.run_in_executor(None, self._write_checkpoint, end, end)
         disk.replace_file(self._abort_path, b"")
@@ -282,10 +323,13 @@ class MessageStore:
         self._stop_event = asyncio.Event()
         self._stopping = False
         self._running = True
+        self._logics_cleaned_to = -1  # the first cleanup also removes leftover CQ files
         self._tasks = [
             loop.create_task(self._flush_loop(), name="store-flush"),
             loop.create_task(self._checkpoint_loop(), name="store-checkpoint"),
         ]
+        if self.config.clean_interval_ms > 0:
+            self._tasks.append(loop.create_task(self._clean_loop(), name="store-clean"))
         if self.abnormal_shutdown:
             log.warning("store recovered after abnormal shutdown: scanned %d..%d", start, end)
 
@@ -692,7 +736,7 @@ class MessageStore:
             return
         segs = cl.segments_between(cl.flushed, target)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, _sync_all, segs)
+            await self._sync_segments(segs)
         except DiskError as e:
             # After a failed fsync the page cache state is unknown (fsyncgate): stop
             # accepting writes rather than acknowledge data that may be gone.
@@ -731,6 +775,20 @@ class MessageStore:
             except DiskError as e:
                 log.error("checkpoint failed: %s", e)
 
+    async def _sync_segments(self, segs: list[Segment]) -> None:
+        """fsyncs `segs` in a thread; retention leaves them open until it returns."""
+        if not segs:
+            return
+        in_flight = self._in_flight
+        in_flight.update(segs)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, _sync_all, segs)
+        finally:
+            in_flight.subtract(segs)
+            for seg in segs:
+                if in_flight[seg] <= 0:
+                    del in_flight[seg]
+
     def _take_dirty_logics(self) -> list[Segment]:
         segs: list[Segment] = []
         for cq in self._dirty_cqs:
@@ -748,7 +806,7 @@ class MessageStore:
         # Dispatch is synchronous, so every CQ/index entry for records below `target` is
         # already written; snapshot before yielding to the loop.
         segs = cl.segments_between(cl.flushed, target) + self._take_dirty_logics()
-        await loop.run_in_executor(None, _sync_all, segs)
+        await self._sync_segments(segs)
         self._advance_flushed(target)
         await loop.run_in_executor(None, self._write_checkpoint, cl.flushed, target)
 
@@ -765,6 +823,117 @@ class MessageStore:
             log.warning("ignoring corrupt checkpoint file")
             return None
         return physic, logics
+
+    # --- retention ------------------------------------------------------------------------
+    def _used_ratio(self) -> float:
+        """The fuller of the CommitLog's and the ConsumeQueues' disks, in percent; -1 if
+        unknown."""
+        ratio = -1.0
+        for path in (self.config.commit_log_dir, self._cq_root):
+            try:
+                ratio = max(ratio, self.disk.usage(path).used_ratio_percent)
+            except DiskError as e:
+                log.warning("disk usage of %s unknown: %s", path, e)
+                return -1.0
+        return ratio
+
+    def _busy(self, seg: Segment) -> bool:
+        return seg in self._in_flight
+
+    def clean_expired_files(self, now_ms: int | None = None, force: bool = False) -> int:
+        """One retention round; returns how many files were removed.
+
+        CommitLog files go oldest first, never the active one, at most
+        `delete_file_batch_max` per round:
+        - expired ones (last written more than file_reserved_time_hours ago) when the hour
+          is in delete_when, when `force` (an operator's request), or when disk usage is
+          above disk_max_used_space_ratio (or unknown);
+        - unexpired ones too while usage is above disk_space_clean_forcibly_ratio.
+        Then ConsumeQueue and index files wholly below the new CommitLog minimum go, and
+        each queue's min offset moves to its first unit still in the log.
+        """
+        cfg = self.config
+        now = self._clock() if now_ms is None else now_ms
+        ratio = self._used_ratio()
+        removed = 0
+        if (
+            force
+            or self._hour_of(now) in self._delete_hours
+            or ratio < 0
+            or ratio > cfg.disk_max_used_space_ratio
+        ):
+            removed += self._delete_commitlog_files(now, ratio)
+        removed += self._clean_logics()
+        if removed:
+            self._last_space_check = -_SPACE_CHECK_INTERVAL_MS  # writes may resume now
+        return removed
+
+    def _delete_commitlog_files(self, now: int, ratio: float) -> int:
+        cfg = self.config
+        cl = self.commitlog
+        reserved_ms = int(cfg.file_reserved_time_hours * 3_600_000)
+        forcibly = ratio > cfg.disk_space_clean_forcibly_ratio
+        removed = 0
+        while removed < cfg.delete_file_batch_max and cl.segment_count > 1:
+            seg = cl.first_segment()
+            assert seg is not None
+            if cl.min_offset + cl.file_size > cl.flushed or self._busy(seg):
+                break  # not yet durable, or an fsync thread holds it: next round
+            if not forcibly:
+                sealed = cl.sealed_at(0)
+                if sealed is None or now < sealed + reserved_ms:
+                    break  # files expire in order: nothing after this one is due either
+            log.info(
+                "removing commitlog file %s (%s)",
+                seg.path,
+                f"disk {ratio:.1f}% used" if forcibly else "expired",
+            )
+            cl.remove_first()
+            removed += 1
+            if forcibly:
+                ratio = self._used_ratio()
+                forcibly = ratio > cfg.disk_space_clean_forcibly_ratio
+        return removed
+
+    def _clean_logics(self) -> int:
+        phy_min = self.commitlog.min_offset
+        if phy_min <= self._logics_cleaned_to:
+            return 0
+        blocked = False
+
+        def busy(seg: Segment) -> bool:
+            nonlocal blocked
+            if self._busy(seg):
+                blocked = True
+                return True
+            return False
+
+        removed = 0
+        for queues in self._cqs.values():
+            for cq in queues.values():
+                removed += cq.delete_files_below(phy_min, busy)
+                cq.correct_min_offset(phy_min)
+        if self.config.message_index_enable:
+            removed += self.index.delete_files_below(phy_min, busy)
+        if not blocked:
+            self._logics_cleaned_to = phy_min
+        return removed
+
+    async def _clean_loop(self) -> None:
+        assert self._stop_event is not None
+        interval = self.config.clean_interval_ms / 1000
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), interval)
+            if self._stopping:
+                break
+            try:
+                n = self.clean_expired_files()
+            except DiskError as e:
+                log.error("cleaning expired files failed: %s", e)
+                continue
+            if n:
+                log.info("retention removed %d files", n)
 
     # --- recovery -------------------------------------------------------------------------
     def _load_consume_queues(self) -> None:

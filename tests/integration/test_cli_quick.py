@@ -1,0 +1,171 @@
+"""`ledgermq produce|consume` and `ledgermq bench produce|consume --json` as real
+subprocesses against an in-process NameServer + Broker.
+
+The servers run on the test's event loop; each command is a separate process started
+with asyncio, so the servers keep serving while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from ledgermq.broker.broker import Broker
+from ledgermq.broker.config import BrokerConfig
+from ledgermq.namesrv.config import NamesrvConfig
+from ledgermq.namesrv.server import NameServer
+
+pytestmark = pytest.mark.timeout(180)
+
+REPO = Path(__file__).resolve().parents[2]
+# Not the default (ASYNC_FLUSH), so the bench can only report it by asking the broker.
+FLUSH = "SYNC_FLUSH"
+
+
+class Servers:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.namesrv: NameServer | None = None
+        self.broker: Broker | None = None
+
+    @property
+    def ns(self) -> str:
+        assert self.namesrv is not None
+        return f"127.0.0.1:{self.namesrv.port}"
+
+    async def start(self) -> None:
+        self.namesrv = NameServer(
+            NamesrvConfig(user_home=str(self.tmp_path / "ns")), host="127.0.0.1", port=0
+        )
+        await self.namesrv.start()
+        cfg = BrokerConfig(
+            broker_name="broker-q",
+            listen_port=0,
+            namesrv_addr=self.ns,
+            store_path_root_dir=str(self.tmp_path / "store"),
+            broker_ip1="127.0.0.1",
+            flush_disk_type=FLUSH,
+            mapped_file_size_commit_log=16 * 1024 * 1024,
+        )
+        self.broker = Broker(cfg, host="127.0.0.1")
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        if self.broker is not None:
+            await self.broker.stop()
+        if self.namesrv is not None:
+            await self.namesrv.stop()
+
+    async def run(self, *args: str, timeout: float = 90) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ledgermq",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=str(REPO),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        assert "Traceback" not in err.decode(), err.decode()
+        return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def servers(tmp_path):
+    s = Servers(tmp_path)
+    try:
+        await s.start()
+        yield s
+    finally:
+        await s.stop()
+
+
+def json_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+async def test_produce_then_consume_from_the_command_line(servers):
+    rc, out, err = await servers.run(
+        "produce", "-n", servers.ns, "-t", "QuickT", "-m", "hello", "-c", "3", "--json"
+    )
+    assert rc == 0, err
+    sent = json_lines(out)
+    assert len(sent) == 3
+    assert {s["status"] for s in sent} == {"SEND_OK"}
+    assert len({s["msgId"] for s in sent}) == 3
+
+    rc, out, err = await servers.run(
+        "consume",
+        "-n",
+        servers.ns,
+        "-t",
+        "QuickT",
+        "-g",
+        "QuickG",
+        "--from-first",
+        "-c",
+        "3",
+        "--json",
+        "--timeout",
+        "30",
+    )
+    assert rc == 0, err
+    got = json_lines(out)
+    assert [g["body"] for g in got] == ["hello"] * 3
+    assert {g["msgId"] for g in got} == {s["msgId"] for s in sent}
+    assert {g["topic"] for g in got} == {"QuickT"}
+
+
+async def test_bench_produce_then_consume_json(servers):
+    rc, out, err = await servers.run(
+        "bench",
+        "produce",
+        "-n",
+        servers.ns,
+        "-t",
+        "BenchT",
+        "--duration",
+        "1",
+        "--inflight",
+        "8",
+        "-s",
+        "100",
+        "--json",
+    )
+    assert rc == 0, err
+    (produced,) = json_lines(out)  # exactly one JSON object
+    assert produced["mode"] == "produce"
+    for key in ("tps", "p50_ms", "p99_ms", "messages"):
+        assert isinstance(produced[key], int | float), (key, produced)
+    assert produced["tps"] > 0
+    assert produced["messages"] > 0
+    assert produced["errors"] == 0
+    assert 0 < produced["p50_ms"] <= produced["p99_ms"] <= produced["max_ms"]
+    assert produced["inflight"] == 8 and produced["size"] == 100
+    assert produced["flush_disk_type"] == FLUSH
+
+    stored = sum(servers.broker.store.max_offset("BenchT", q) for q in range(32))
+    # The bench sends one untimed warm-up message before the measured window.
+    assert stored == produced["messages"] + 1
+
+    rc, out, err = await servers.run(
+        "bench", "consume", "-n", servers.ns, "-t", "BenchT", "--duration", "3", "--json"
+    )
+    assert rc == 0, err
+    (consumed,) = json_lines(out)
+    assert consumed["mode"] == "consume"
+    assert consumed["messages"] > 0
+    assert consumed["messages"] <= stored
+    assert consumed["flush_disk_type"] == FLUSH
