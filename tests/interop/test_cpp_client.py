@@ -43,9 +43,13 @@ def cluster(tmp_path_factory):
         log_path=tmp / "quickstart.log",
     )
     server.start()
-    namesrv = f"127.0.0.1:{ns_port}"
-    asyncio.run(_create_topics(namesrv))
-    yield {"namesrv": namesrv, "tmp": tmp}
+    try:
+        namesrv = f"127.0.0.1:{ns_port}"
+        asyncio.run(_create_topics(namesrv))
+        yield {"namesrv": namesrv, "tmp": tmp}
+    except BaseException:
+        server.kill()
+        raise
     assert server.stop() == 0, server.output()[-3000:]
 
 
