@@ -75,29 +75,40 @@ class IndexFile:
     def is_full(self) -> bool:
         return self.header.index_count >= self.index_num
 
-    def put(self, key: str, phy_offset: int, store_timestamp: int) -> bool:
+    def put_many(self, entries: list[tuple[str, int, int]], start: int = 0) -> int:
+        """Indexes `entries[start:]` (key, phy offset, store time) until the file is full;
+        returns how many it took. The entries go out in one write (they are contiguous),
+        the slots one by one: a page fault per fresh entry page costs more than a
+        system call (see OsSegment.write)."""
         h = self.header
-        if h.index_count >= self.index_num:
-            return False
-        kh = key_hash(key)
-        slot_pos = HEADER_SIZE + (kh % self.slot_num) * SLOT_SIZE
+        room = self.index_num - h.index_count
+        if room <= 0:
+            return 0
+        todo = entries[start : start + room]
         seg = self.segment
-        prev = seg.read_struct(slot_pos, SLOT)[0]
-        if prev <= 0 or prev >= h.index_count:
-            prev = 0
-        if h.index_count == 1 and h.begin_timestamp == 0:
-            h.begin_timestamp = store_timestamp
-            h.begin_phy_offset = phy_offset
-        diff = max(0, min(_INT_MAX, (store_timestamp - h.begin_timestamp) // 1000))
-        idx = h.index_count
-        seg.write_struct(self._entries_at + idx * ENTRY_SIZE, ENTRY, kh, phy_offset, diff, prev)
-        seg.write_struct(slot_pos, SLOT, idx)
-        if prev == 0:
-            h.hash_slot_count += 1
-        h.index_count = idx + 1
-        h.end_timestamp = store_timestamp
-        h.end_phy_offset = phy_offset
-        return True
+        first = idx = h.index_count
+        buf = bytearray(len(todo) * ENTRY_SIZE)
+        slots_at = HEADER_SIZE
+        slot_num = self.slot_num
+        for n, (key, phy_offset, store_timestamp) in enumerate(todo):
+            kh = key_hash(key)
+            slot_pos = slots_at + (kh % slot_num) * SLOT_SIZE
+            prev = seg.read_struct(slot_pos, SLOT)[0]
+            if prev <= 0 or prev >= idx:
+                prev = 0
+                h.hash_slot_count += 1
+            if idx == 1 and h.begin_timestamp == 0:
+                h.begin_timestamp = store_timestamp
+                h.begin_phy_offset = phy_offset
+            diff = max(0, min(_INT_MAX, (store_timestamp - h.begin_timestamp) // 1000))
+            ENTRY.pack_into(buf, n * ENTRY_SIZE, kh, phy_offset, diff, prev)
+            seg.write_struct(slot_pos, SLOT, idx)
+            idx += 1
+            h.end_timestamp = store_timestamp
+            h.end_phy_offset = phy_offset
+        seg.write(self._entries_at + first * ENTRY_SIZE, buf)
+        h.index_count = idx
+        return len(todo)
 
     def select(self, key: str, max_num: int, begin_ts: int, end_ts: int) -> list[int]:
         """Candidate physical offsets for `key` stored within [begin_ts, end_ts]."""
@@ -186,13 +197,17 @@ class IndexService:
         return removed
 
     def put(self, topic: str, keys: list[str], phy_offset: int, store_timestamp: int) -> None:
-        for key in keys:
-            if not key:
-                continue
+        self.put_many([(build_key(topic, k), phy_offset, store_timestamp) for k in keys if k])
+
+    def put_many(self, entries: list[tuple[str, int, int]]) -> None:
+        """Indexes (full key `topic#key`, phy offset, store time) entries in order."""
+        done = 0
+        while done < len(entries):
             f = self.files[-1] if self.files else None
             if f is None or f.is_full:
                 if f is not None:
                     f.write_header()
+                phy_offset = entries[done][1]
                 size = IndexFile.file_size(self.slot_num, self.index_num)
                 # Reuse of a name is impossible: a full file ends below `phy_offset`.
                 path = self._path(phy_offset)
@@ -200,7 +215,7 @@ class IndexService:
                     path = self._path(phy_offset + 1)
                 f = IndexFile(self.disk.open_segment(path, size), self.slot_num, self.index_num)
                 self.files.append(f)
-            f.put(build_key(topic, key), phy_offset, store_timestamp)
+            done += f.put_many(entries, done)
             self._dirty.add(f)
 
     def query(self, topic: str, key: str, max_num: int, begin_ts: int, end_ts: int) -> list[int]:

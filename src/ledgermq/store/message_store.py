@@ -44,7 +44,7 @@ from ledgermq.common.message import (
 from ledgermq.storage.disk import Disk, DiskError, DiskFullError, Segment
 from ledgermq.store.commitlog import CommitLog
 from ledgermq.store.consume_queue import ConsumeQueue
-from ledgermq.store.index_file import IndexService
+from ledgermq.store.index_file import IndexService, build_key
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,18 @@ def _sync_all(segments: list[Segment]) -> None:
     for seg in segments:
         if not seg.closed:
             seg.sync()
+
+
+def _index_entries(
+    topic: str, props: dict[str, str], phy: int, ts: int, out: list[tuple[str, int, int]]
+) -> None:
+    """The index entries of one record: each of its KEYS, and its UNIQ_KEY."""
+    raw = props.get(PROPERTY_KEYS)
+    if raw:
+        out.extend((build_key(topic, k), phy, ts) for k in raw.split())
+    uniq = props.get(PROPERTY_UNIQ_KEY)
+    if uniq:
+        out.append((build_key(topic, uniq), phy, ts))
 
 
 # put_group appends at most this much at once (see there).
@@ -634,8 +646,7 @@ class MessageStore:
                     cq.truncate_from(qo)
             return self._io_failure(e)
         if self.config.message_index_enable:
-            for p, at in zip(prepared, phys, strict=True):
-                self._index_message(p.msg.topic, p.msg.properties, at, now)
+            self._index_messages(prepared, phys, now)
         if self._listeners:
             for p, qo in zip(prepared, queue_offsets, strict=True):
                 m = p.msg
@@ -660,20 +671,20 @@ class MessageStore:
         log.error("put failed: %s", e)
         return PutMessageResult(PutMessageStatus.OS_ERROR, remark=str(e))
 
-    def _index_message(self, topic: str, props: dict[str, str], phy: int, ts: int) -> None:
-        keys: list[str] = []
-        raw = props.get(PROPERTY_KEYS)
-        if raw:
-            keys.extend(raw.split())
-        uniq = props.get(PROPERTY_UNIQ_KEY)
-        if uniq:
-            keys.append(uniq)
-        if not keys:
+    def _index_messages(self, prepared: list[_Prepared], phys: list[int], ts: int) -> None:
+        """Index entries for KEYS and UNIQ_KEY of the records just appended, in one go."""
+        entries: list[tuple[str, int, int]] = []
+        for p, phy in zip(prepared, phys, strict=True):
+            _index_entries(p.msg.topic, p.msg.properties, phy, ts, entries)
+        self._put_index(entries)
+
+    def _put_index(self, entries: list[tuple[str, int, int]]) -> None:
+        if not entries:
             return
         try:
-            self.index.put(topic, keys, phy, ts)
+            self.index.put_many(entries)
         except DiskError as e:
-            log.warning("index write failed (queries may miss %s): %s", phy, e)
+            log.warning("index write failed (queries may miss %s..): %s", entries[0][1], e)
 
     def _notify(self, topic: str, qid: int, qo: int, tc: int, props: dict[str, str]) -> None:
         for listener in self._listeners:
@@ -958,9 +969,11 @@ class MessageStore:
             # Below the queue's first file (already expired): nothing to rebuild.
             return
         if self.config.message_index_enable:
-            self._index_message(
-                msg.topic, msg.properties, msg.commit_log_offset, msg.store_timestamp
+            entries: list[tuple[str, int, int]] = []
+            _index_entries(
+                msg.topic, msg.properties, msg.commit_log_offset, msg.store_timestamp, entries
             )
+            self._put_index(entries)
 
     # --- reads ----------------------------------------------------------------------------
     def get_messages(
