@@ -599,3 +599,74 @@ async def test_sync_flush_send_waits_for_fsync_and_topics_survive_restart(tmp_pa
         assert len(decode_records(r.body)) == 20
     finally:
         await h.close()
+
+
+def _v2_send_frame(opaque: int, topic: str, body: bytes) -> bytes:
+    from ledgermq.remoting.codec import encode_command
+
+    fields = {
+        "a": "PG",
+        "b": topic,
+        "c": "TBW102",
+        "d": "4",
+        "e": "0",
+        "f": "0",
+        "g": "1700000000000",
+        "h": "0",
+        "i": encode_properties({"UNIQ_KEY": f"U{opaque}"}),
+        "j": "0",
+        "k": "false",
+        "m": "false",
+    }
+    return encode_command(
+        RemotingCommand(
+            code=RequestCode.SEND_MESSAGE_V2, opaque=opaque, ext_fields=fields, body=body
+        )
+    )
+
+
+async def _pipelined_sends(broker: Broker, count: int) -> list[RemotingCommand]:
+    """`count` sends written in one go, so the broker reads (and groups) them together."""
+    from ledgermq.remoting.codec import FrameDecoder
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+    writer.write(b"".join(_v2_send_frame(i, "Piped", bytes([i]) * 10) for i in range(count)))
+    decoder, replies = FrameDecoder(), []
+    while len(replies) < count:
+        chunk = await asyncio.wait_for(reader.read(65536), 10)
+        assert chunk, "broker closed the connection"
+        replies.extend(decoder.feed(chunk))
+    writer.close()
+    return sorted(replies, key=lambda r: r.opaque)
+
+
+async def test_pipelined_sync_flush_sends_are_acked_only_when_durable(tmp_path):
+    h = Harness(tmp_path, flushDiskType="SYNC_FLUSH")
+    await h.start()
+    groups: list[int] = []
+    real_put_group = h.broker.putter.put_group
+    h.broker.putter.put_group = lambda msgs: (groups.append(len(msgs)), real_put_group(msgs))[1]
+    try:
+        replies = await _pipelined_sends(h.broker, 50)
+        assert [r.code for r in replies] == [0] * 50
+        assert max(groups) > 1, "the pipelined sends were not stored as a group"
+        assert [int(r.ext_fields["queueOffset"]) for r in replies] == list(range(50))
+        store = h.broker.store.store
+        assert store.flushed_physical_offset >= store.max_physical_offset
+    finally:
+        await h.close()
+
+
+async def test_pipelined_sync_flush_sends_report_flush_failure(tmp_path):
+    # fsync fails: no send of the group may be acknowledged as SEND_OK.
+    from ledgermq.storage.disk import FaultyDisk, OsDisk
+
+    disk = FaultyDisk(OsDisk())
+    broker = Broker(make_config(tmp_path, flushDiskType="SYNC_FLUSH"), disk=disk, host="127.0.0.1")
+    await broker.start()
+    disk.fail_sync = True
+    try:
+        replies = await _pipelined_sends(broker, 20)
+        assert {r.code for r in replies} == {ResponseCode.FLUSH_DISK_TIMEOUT}
+    finally:
+        await broker.stop()

@@ -40,8 +40,12 @@ _FLUSH_FRAMES = 32
 
 HandlerResult = RemotingCommand | None | Awaitable[RemotingCommand | None]
 Handler = Callable[["RemotingConnection", RemotingCommand], HandlerResult]
-# Takes the requests of one code that arrived together and answers each, in order.
-GroupHandler = Callable[["RemotingConnection", list[RemotingCommand]], list[HandlerResult]]
+# Takes the requests of one code that arrived together and answers each, in order;
+# or returns one awaitable of all the answers (e.g. one group-commit wait for the lot).
+GroupHandler = Callable[
+    ["RemotingConnection", list[RemotingCommand]],
+    list[HandlerResult] | Awaitable[list[RemotingCommand | None]],
+]
 
 
 def _code_name(code: int) -> str:
@@ -107,6 +111,13 @@ class Dispatcher:
             for request in requests:
                 conn.reply(request, _error_reply(request, exc))
             return
+        if inspect.isawaitable(results):
+            task = asyncio.get_running_loop().create_task(
+                self._finish_group(conn, requests, results)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         for request, result in zip(requests, results, strict=True):
             if inspect.isawaitable(result):
                 task = asyncio.get_running_loop().create_task(self._finish(conn, request, result))
@@ -114,6 +125,21 @@ class Dispatcher:
                 task.add_done_callback(self._tasks.discard)
             else:
                 conn.reply(request, result)
+
+    async def _finish_group(
+        self,
+        conn: RemotingConnection,
+        requests: list[RemotingCommand],
+        pending: Awaitable[list[RemotingCommand | None]],
+    ) -> None:
+        try:
+            responses = await pending
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            responses = [_error_reply(request, exc) for request in requests]
+        for request, response in zip(requests, responses, strict=True):
+            conn.reply(request, response)
 
     async def _finish(
         self, conn: RemotingConnection, request: RemotingCommand, pending: Awaitable[Any]

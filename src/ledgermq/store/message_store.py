@@ -360,6 +360,10 @@ class MessageStore:
             await self.checkpoint()
             self.disk.remove(self._abort_path)
             self.disk.sync_dir(self.config.store_path_root_dir)
+        except DiskError as e:
+            # A failing disk must not stop the shutdown. The abort file stays, so the
+            # next start runs crash recovery and trusts nothing it could not fsync.
+            log.error("store closed without a clean checkpoint: %s", e)
         finally:
             self._fail_waiters(DiskError("store closed"))
             self._close_files()

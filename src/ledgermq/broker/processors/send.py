@@ -136,21 +136,41 @@ class SendProcessor:
                 positions.append(i)
             except RemotingError as exc:
                 results[i] = cmd.make_response(exc.code, exc.remark)
-        if msgs:
-            outcomes = self._b.putter.put_group(msgs)
-            for i, msg, outcome in zip(positions, msgs, outcomes, strict=True):
-                results[i] = self._finish(cmds[i], msg, outcome)
+        if not msgs:
+            return results
+        outcomes = self._b.putter.put_group(msgs)
+        durable: list[tuple[int, PutOutcome]] = []
+        for i, msg, outcome in zip(positions, msgs, outcomes, strict=True):
+            results[i] = self._response(cmds[i], outcome, msg.queue_id)
+            if self._must_wait(msg, outcome):
+                durable.append((i, outcome))
+        if durable:
+            # SYNC_FLUSH: one wait for the whole group (the fsync that covers the last
+            # record covers them all), one task instead of one per send.
+            return self._await_group(results, durable)  # type: ignore[return-value]
         return results
+
+    async def _await_group(
+        self, results: list[HandlerResult], durable: list[tuple[int, PutOutcome]]
+    ) -> list[HandlerResult]:
+        last = max(durable, key=lambda item: item[1].commit_log_offset)[1]
+        if await self._b.store.wait_durable(last) != "PUT_OK":
+            for i, _ in durable:
+                results[i].code = ResponseCode.FLUSH_DISK_TIMEOUT  # type: ignore[union-attr]
+        return results
+
+    def _must_wait(self, msg: MessageToStore, outcome: PutOutcome) -> bool:
+        return (
+            outcome.ok
+            and self._b.sync_flush
+            and msg.properties.get(PROPERTY_WAIT, "true") != "false"
+        )
 
     def _finish(
         self, cmd: RemotingCommand, msg: MessageToStore, outcome: PutOutcome
     ) -> HandlerResult:
         response = self._response(cmd, outcome, msg.queue_id)
-        if (
-            outcome.ok
-            and self._b.sync_flush
-            and msg.properties.get(PROPERTY_WAIT, "true") != "false"
-        ):
+        if self._must_wait(msg, outcome):
             return self._await_durable(cmd, outcome, response)
         return response
 
