@@ -132,6 +132,7 @@ def main() -> None:
             "ASYNC_FLUSH",
             [
                 {"size": 1024, "inflight": 1000},
+                {"size": 1024, "inflight": 100, "batch": 32},
                 {"size": 1024, "inflight": 1000, "batch": 32},
                 {"size": 1024, "inflight": 1},
             ],
