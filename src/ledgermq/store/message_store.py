@@ -345,9 +345,7 @@ class MessageStore:
         if self.abnormal_shutdown:
             log.warning("store recovered after abnormal shutdown: scanned %d..%d", start, end)
 
-    async def close(self) -> None:
-        if not self._running:
-            return
+    async def _stop_tasks(self) -> None:
         self._running = False
         self._stopping = True
         assert self._stop_event is not None and self._flush_wanted is not None
@@ -356,6 +354,11 @@ class MessageStore:
         # Let the tasks finish their current fsync rather than cancel them mid-thread.
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+
+    async def close(self) -> None:
+        if not self._running:
+            return
+        await self._stop_tasks()
         try:
             await self.checkpoint()
             self.disk.remove(self._abort_path)
@@ -373,13 +376,7 @@ class MessageStore:
         the abort file stays. Pair with `FaultyDisk.crash()` to also lose unsynced data."""
         if not self._running:
             return
-        self._running = False
-        self._stopping = True
-        assert self._stop_event is not None and self._flush_wanted is not None
-        self._stop_event.set()
-        self._flush_wanted.set()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await self._stop_tasks()
         self._fail_waiters(DiskError("store crashed"))
         self._close_files()
 
