@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import sys
 from pathlib import Path
@@ -16,88 +15,32 @@ from pathlib import Path
 import pytest
 
 try:
-    from ledgermq.broker.broker import Broker
-    from ledgermq.broker.config import BrokerConfig
-    from ledgermq.namesrv.config import NamesrvConfig
-    from ledgermq.namesrv.server import NameServer
+    from tests.cluster import REPO, CliResult, InProcessCluster, running
 except ImportError as exc:  # pragma: no cover - servers are written concurrently
     pytest.skip(f"in-process servers not available: {exc}", allow_module_level=True)
 
 pytestmark = pytest.mark.timeout(180)
 
-REPO = Path(__file__).resolve().parents[2]
 CLUSTER = "DefaultCluster"
 BROKER = "broker-a"
 
 
-class Result:
-    def __init__(self, rc: int, out: str, err: str) -> None:
-        self.rc, self.out, self.err = rc, out, err
-
-    def json(self):
-        assert self.rc == 0, self.err
-        return json.loads(self.out)
-
-    def __repr__(self) -> str:
-        return f"Result(rc={self.rc}, out={self.out!r}, err={self.err!r})"
-
-
-class Cluster:
+class Cluster(InProcessCluster):
     def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.namesrv: NameServer | None = None
-        self.broker: Broker | None = None
-
-    @property
-    def ns(self) -> str:
-        assert self.namesrv is not None
-        return f"127.0.0.1:{self.namesrv.port}"
-
-    @property
-    def addr(self) -> str:
-        assert self.broker is not None
-        return self.broker.address
-
-    async def start(self) -> None:
-        self.namesrv = NameServer(
-            NamesrvConfig(user_home=str(self.tmp_path / "ns")), host="127.0.0.1", port=0
-        )
-        await self.namesrv.start()
-        cfg = BrokerConfig(
-            broker_name=BROKER,
-            broker_cluster_name=CLUSTER,
-            listen_port=0,
-            namesrv_addr=self.ns,
-            store_path_root_dir=str(self.tmp_path / "store"),
-            broker_ip1="127.0.0.1",
+        super().__init__(
+            tmp_path,
+            cluster_name=CLUSTER,
+            broker_names=[BROKER],
             mapped_file_size_commit_log=4 * 1024 * 1024,
         )
-        self.broker = Broker(cfg, host="127.0.0.1")
-        await self.broker.start()
 
-    async def stop(self) -> None:
-        if self.broker is not None:
-            await self.broker.stop()
-        if self.namesrv is not None:
-            await self.namesrv.stop()
-
-    async def admin(self, *args: str, ns: str | None = None, env: dict | None = None) -> Result:
-        argv = [sys.executable, "-m", "ledgermq", "admin", *args]
+    async def admin(self, *args: str, ns: str | None = None, env: dict | None = None) -> CliResult:
+        argv = ["admin", *args]
         if ns is not False and "-n" not in args:
             argv += ["-n", ns or self.ns]
-        full_env = {**os.environ, **(env or {})}
-        full_env.pop("LEDGERMQ_DEBUG", None)
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=str(REPO),
-            env=full_env,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        return Result(proc.returncode, out.decode(), err.decode())
+        return await self.run_cli(*argv, timeout=60, env=env)
 
-    async def ok(self, *args: str) -> Result:
+    async def ok(self, *args: str) -> CliResult:
         r = await self.admin(*args)
         assert r.rc == 0, r
         assert "Traceback" not in r.err, r
@@ -106,15 +49,11 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    await c.start()
-    try:
+    async with running(Cluster(tmp_path)) as c:
         yield c
-    finally:
-        await c.stop()
 
 
-def assert_clean_failure(r: Result, *fragments: str) -> None:
+def assert_clean_failure(r: CliResult, *fragments: str) -> None:
     assert r.rc == 1, r
     assert "Traceback" not in r.err, r
     lines = [line for line in r.err.splitlines() if line.strip()]

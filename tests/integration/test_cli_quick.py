@@ -7,89 +7,32 @@ with asyncio, so the servers keep serving while it runs.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
-from pathlib import Path
 
 import pytest
 
-from ledgermq.broker.broker import Broker
-from ledgermq.broker.config import BrokerConfig
-from ledgermq.namesrv.config import NamesrvConfig
-from ledgermq.namesrv.server import NameServer
+from tests.cluster import CliResult, InProcessCluster, running
 
 pytestmark = pytest.mark.timeout(180)
 
-REPO = Path(__file__).resolve().parents[2]
 # Not the default (ASYNC_FLUSH), so the bench can only report it by asking the broker.
 FLUSH = "SYNC_FLUSH"
 
 
-class Servers:
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.namesrv: NameServer | None = None
-        self.broker: Broker | None = None
+class Servers(InProcessCluster):
+    def __init__(self, tmp_path) -> None:
+        super().__init__(tmp_path, broker_names=["broker-q"], flush_disk_type=FLUSH)
 
-    @property
-    def ns(self) -> str:
-        assert self.namesrv is not None
-        return f"127.0.0.1:{self.namesrv.port}"
-
-    async def start(self) -> None:
-        self.namesrv = NameServer(
-            NamesrvConfig(user_home=str(self.tmp_path / "ns")), host="127.0.0.1", port=0
-        )
-        await self.namesrv.start()
-        cfg = BrokerConfig(
-            broker_name="broker-q",
-            listen_port=0,
-            namesrv_addr=self.ns,
-            store_path_root_dir=str(self.tmp_path / "store"),
-            broker_ip1="127.0.0.1",
-            flush_disk_type=FLUSH,
-            mapped_file_size_commit_log=16 * 1024 * 1024,
-        )
-        self.broker = Broker(cfg, host="127.0.0.1")
-        await self.broker.start()
-
-    async def stop(self) -> None:
-        if self.broker is not None:
-            await self.broker.stop()
-        if self.namesrv is not None:
-            await self.namesrv.stop()
-
-    async def run(self, *args: str, timeout: float = 90) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ledgermq",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=str(REPO),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
-        assert "Traceback" not in err.decode(), err.decode()
-        return proc.returncode, out.decode(), err.decode()
+    async def run(self, *args: str, timeout: float = 90) -> CliResult:
+        r = await self.run_cli(*args, timeout=timeout)
+        assert "Traceback" not in r.err, r.err
+        return r
 
 
 @pytest.fixture
 async def servers(tmp_path):
-    s = Servers(tmp_path)
-    try:
-        await s.start()
+    async with running(Servers(tmp_path)) as s:
         yield s
-    finally:
-        await s.stop()
 
 
 def json_lines(out: str) -> list[dict]:

@@ -13,6 +13,7 @@ from ledgermq.client.push_consumer import PushConsumer
 from ledgermq.remoting.client import RemotingClient
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode, ResponseCode
+from tests.cluster import running
 from tests.integration.test_client_cluster import Cluster, make_topic, started_producer, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,12 +27,8 @@ SECOND = {0: 2, 1: 3}
 
 @pytest.fixture
 async def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    await c.start()
-    try:
+    async with running(Cluster(tmp_path)) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 def file_offsets(path) -> dict[tuple[str, str, int], int]:

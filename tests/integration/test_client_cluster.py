@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from collections.abc import Callable
 
 import pytest
 
 from ledgermq.client.admin import AdminClient
-from ledgermq.client.instance import ClientInstance
 from ledgermq.client.lite_pull_consumer import LitePullConsumer
 from ledgermq.client.message import (
     ConsumeResult,
@@ -24,10 +22,7 @@ from ledgermq.client.producer import Producer, select_by_hash
 from ledgermq.client.push_consumer import PushConsumer
 
 try:
-    from ledgermq.broker.broker import Broker
-    from ledgermq.broker.config import BrokerConfig
-    from ledgermq.namesrv.config import NamesrvConfig
-    from ledgermq.namesrv.server import NameServer
+    from tests.cluster import InProcessCluster, running
 except ImportError as exc:  # pragma: no cover - servers are written concurrently
     pytest.skip(f"in-process servers not available: {exc}", allow_module_level=True)
 
@@ -43,70 +38,21 @@ async def wait_until(cond: Callable[[], bool], timeout: float = 20.0, what: str 
         await asyncio.sleep(0.02)
 
 
-class Cluster:
+class Cluster(InProcessCluster):
     def __init__(self, tmp_path, n_brokers: int = 1) -> None:
-        self.tmp_path = tmp_path
-        self.n_brokers = n_brokers
-        self.namesrv: NameServer | None = None
-        self.brokers: list[Broker] = []
-        self.clients: list[object] = []
-
-    @property
-    def ns(self) -> str:
-        assert self.namesrv is not None
-        return f"127.0.0.1:{self.namesrv.port}"
-
-    async def start(self) -> None:
-        self.namesrv = NameServer(
-            NamesrvConfig(user_home=str(self.tmp_path / "ns")), host="127.0.0.1", port=0
-        )
-        await self.namesrv.start()
-        for i in range(self.n_brokers):
-            cfg = BrokerConfig(
-                broker_name=f"broker-{chr(ord('a') + i)}",
-                listen_port=0,
-                namesrv_addr=self.ns,
-                store_path_root_dir=str(self.tmp_path / f"store{i}"),
-                broker_ip1="127.0.0.1",
-                message_delay_level=FAST_DELAYS,
-                mapped_file_size_commit_log=16 * 1024 * 1024,
-            )
-            broker = Broker(cfg, host="127.0.0.1")
-            await broker.start()
-            self.brokers.append(broker)
-
-    def instance(self) -> ClientInstance:
-        # Short route polling so consumers notice new topics quickly in tests.
-        return ClientInstance(self.ns, route_interval=0.5, heartbeat_interval=1.0)
-
-    def track(self, client):
-        self.clients.append(client)
-        return client
-
-    async def stop(self) -> None:
-        for c in reversed(self.clients):
-            with contextlib.suppress(Exception):
-                await c.shutdown()
-        for b in self.brokers:
-            await b.stop()
-        if self.namesrv is not None:
-            await self.namesrv.stop()
+        super().__init__(tmp_path, n_brokers, message_delay_level=FAST_DELAYS)
 
 
 @pytest.fixture
 async def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    await c.start()
-    yield c
-    await c.stop()
+    async with running(Cluster(tmp_path)) as c:
+        yield c
 
 
 @pytest.fixture
 async def cluster2(tmp_path):
-    c = Cluster(tmp_path, n_brokers=2)
-    await c.start()
-    yield c
-    await c.stop()
+    async with running(Cluster(tmp_path, n_brokers=2)) as c:
+        yield c
 
 
 async def make_topic(cluster: Cluster, topic: str, queues: int = 4) -> None:
