@@ -50,7 +50,10 @@ class ConsumeQueue:
             run.append(s)
         run.reverse()
         self._segments = [
-            self.disk.open_segment(self._path(s), self.file_size, create=False) for s in run
+            self.disk.open_segment(
+                self._path(s), self.file_size, create=False, reserve=self.file_size
+            )
+            for s in run
         ]
         self._first = run[0] // CQ_UNIT_SIZE if run else 0
         self._min = self.max_offset = self._first
@@ -92,7 +95,10 @@ class ConsumeQueue:
                 topic_dir = os.path.dirname(self.directory)
                 self.disk.sync_dir(topic_dir)
                 self.disk.sync_dir(os.path.dirname(topic_dir))
-            self._segments.append(self.disk.open_segment(self._path(start), self.file_size))
+            # Units are packed into the mmap: reserve the whole (small) file's blocks.
+            self._segments.append(
+                self.disk.open_segment(self._path(start), self.file_size, reserve=self.file_size)
+            )
         seg = self._segments[i]
         seg.write_struct(rel * CQ_UNIT_SIZE, CQ_UNIT, phy_offset, size, tags_code)
         self.dirty.add(seg)

@@ -155,6 +155,7 @@ class IndexService:
         self.disk = disk
         self.directory = directory
         self.slot_num = slot_num
+        self._slots_end = HEADER_SIZE + slot_num * SLOT_SIZE
         self.index_num = index_num
         self.files: list[IndexFile] = []
         self._dirty: set[IndexFile] = set()
@@ -164,7 +165,9 @@ class IndexService:
         size = IndexFile.file_size(self.slot_num, self.index_num)
         for start in parse_segment_names(self.disk.listdir(self.directory)):
             try:
-                seg = self.disk.open_segment(self._path(start), size, create=False)
+                seg = self.disk.open_segment(
+                    self._path(start), size, create=False, reserve=self._slots_end
+                )
             except DiskError as e:
                 # The index is only a lookup aid; a file of another geometry is skipped.
                 log.warning("skipping index file: %s", e)
@@ -213,7 +216,9 @@ class IndexService:
                 path = self._path(phy_offset)
                 if f is not None and f.segment.path == path:
                     path = self._path(phy_offset + 1)
-                f = IndexFile(self.disk.open_segment(path, size), self.slot_num, self.index_num)
+                # Slots are packed into the mmap (reserved); entries are pwritten.
+                seg = self.disk.open_segment(path, size, reserve=self._slots_end)
+                f = IndexFile(seg, self.slot_num, self.index_num)
                 self.files.append(f)
             done += f.put_many(entries, done)
             self._dirty.add(f)
