@@ -670,3 +670,12 @@ async def test_pipelined_sync_flush_sends_report_flush_failure(tmp_path):
         assert {r.code for r in replies} == {ResponseCode.FLUSH_DISK_TIMEOUT}
     finally:
         await broker.stop()
+
+
+async def test_consumer_running_info_for_an_offline_client_says_so(h):
+    r = await h.call(
+        RequestCode.GET_CONSUMER_RUNNING_INFO,
+        {"consumerGroup": "NobodyHere", "clientId": "127.0.0.1@1@x", "jstackEnable": "false"},
+    )
+    assert r.code == ResponseCode.CONSUMER_NOT_ONLINE
+    assert "NobodyHere" in r.remark

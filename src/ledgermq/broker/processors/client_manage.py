@@ -11,7 +11,7 @@ from ledgermq.broker.heartbeat import HeartbeatError, parse_heartbeat
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import ResponseCode
 from ledgermq.remoting.connection import RemotingConnection
-from ledgermq.remoting.errors import RemotingError
+from ledgermq.remoting.errors import RemotingError, RemotingException
 from ledgermq.remoting.headers import get_str, req_str
 
 if TYPE_CHECKING:
@@ -91,3 +91,29 @@ class ClientManageProcessor:
             return cmd.make_response(ResponseCode.SYSTEM_ERROR, "the producer group not exist")
         body = {"connectionSet": [c.to_json() for c in channels]}
         return cmd.make_response(ResponseCode.SUCCESS, body=json.dumps(body).encode())
+
+    async def consumer_running_info(
+        self, conn: RemotingConnection, cmd: RemotingCommand
+    ) -> RemotingCommand:
+        """GET_CONSUMER_RUNNING_INFO (307) from an admin tool: forwarded to the consumer
+        on its own connection, and its answer relayed (mqadmin consumerProgress uses it
+        to show which client holds which queue)."""
+        group = req_str(cmd, "consumerGroup")
+        client_id = req_str(cmd, "clientId")
+        info = self._b.clients.consumer_group(group)
+        channel = None
+        if info is not None:
+            channel = next((c for c in info.channels.values() if c.client_id == client_id), None)
+        if channel is None or not channel.conn.is_open:
+            raise RemotingError(
+                ResponseCode.CONSUMER_NOT_ONLINE,
+                f"the consumer <{group}> <{client_id}> not online",
+            )
+        forward = RemotingCommand(code=cmd.code, ext_fields=dict(cmd.ext_fields))
+        try:
+            answer = await channel.conn.request(forward, timeout=5.0)
+        except RemotingException as exc:
+            raise RemotingError(
+                ResponseCode.SYSTEM_ERROR, f"consumer {client_id} did not answer: {exc}"
+            ) from None
+        return cmd.make_response(answer.code, answer.remark, dict(answer.ext_fields), answer.body)

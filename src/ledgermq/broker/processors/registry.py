@@ -48,6 +48,7 @@ def register_processors(broker: Broker, d: Dispatcher) -> None:
     d.register(R.CHECK_CLIENT_CONFIG, clients.check_client_config)
     d.register(R.GET_CONSUMER_CONNECTION_LIST, clients.consumer_connections)
     d.register(R.GET_PRODUCER_CONNECTION_LIST, clients.producer_connections)
+    d.register(R.GET_CONSUMER_RUNNING_INFO, clients.consumer_running_info)
 
     lock = LockProcessor(broker)
     d.register(R.LOCK_BATCH_MQ, lock.lock)
