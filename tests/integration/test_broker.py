@@ -679,3 +679,19 @@ async def test_consumer_running_info_for_an_offline_client_says_so(h):
     )
     assert r.code == ResponseCode.CONSUMER_NOT_ONLINE
     assert "NobodyHere" in r.remark
+
+
+async def test_long_poll_wakes_only_for_messages_its_filter_accepts(h):
+    await h.send("LPF", b"seed", props={"TAGS": "a"})
+    waiting = asyncio.ensure_future(
+        h.pull("LPF", offset=1, sys_flag=0x2, sub="a", suspend_ms=10_000, timeout=15)
+    )
+    await wait_until(lambda: h.broker.pull_hold.suspended == 1)
+    await h.send("LPF", b"other", props={"TAGS": "b"})
+    # A message the filter rejects leaves the pull suspended (no PULL_RETRY_IMMEDIATELY).
+    await h.send("Elsewhere", b"sync point")
+    assert not waiting.done() and h.broker.pull_hold.suspended == 1
+    await h.send("LPF", b"wanted", props={"TAGS": "a"})
+    r = await asyncio.wait_for(waiting, 5)
+    assert r.code == ResponseCode.SUCCESS
+    assert [m.body for m in decode_records(r.body)] == [b"wanted"]

@@ -288,7 +288,7 @@ class Broker:
     def _message_arrived(
         self, topic: str, queue_id: int, queue_offset: int, tags_code: int, props: dict
     ) -> None:
-        self.pull_hold.notify_arrival(topic, queue_id, queue_offset)
+        self.pull_hold.notify_arrival(topic, queue_id, queue_offset, tags_code)
         if topic == SCHEDULE_TOPIC:
             self.schedule.notify_arrival(queue_id)
 

@@ -8,6 +8,7 @@ one waiting on that queue) is one dict lookup. Each waiter carries its own deadl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 class _Waiter:
     offset: int
     future: asyncio.Future[None]
+    # The pull's tag filter on ConsumeQueue tagsCodes; None = every message matches.
+    matches: Callable[[int], bool] | None
 
 
 class PullHoldService:
@@ -25,10 +28,19 @@ class PullHoldService:
     def suspended(self) -> int:
         return sum(len(w) for w in self._waiters.values())
 
-    async def wait(self, topic: str, queue_id: int, offset: int, timeout_s: float) -> bool:
-        """Waits until a message at or past `offset` arrives; False on timeout."""
+    async def wait(
+        self,
+        topic: str,
+        queue_id: int,
+        offset: int,
+        timeout_s: float,
+        matches: Callable[[int], bool] | None = None,
+    ) -> bool:
+        """Waits until a message at or past `offset` arrives that `matches` accepts (by
+        tagsCode), like RocketMQ's hold service: a tag-filtered consumer is not woken,
+        only to be told "retry", by messages it would not get; False on timeout."""
         key = (topic, queue_id)
-        waiter = _Waiter(offset, asyncio.get_running_loop().create_future())
+        waiter = _Waiter(offset, asyncio.get_running_loop().create_future(), matches)
         self._waiters.setdefault(key, []).append(waiter)
         try:
             await asyncio.wait_for(waiter.future, timeout_s)
@@ -45,13 +57,19 @@ class PullHoldService:
                 if not waiters:
                     del self._waiters[key]
 
-    def notify_arrival(self, topic: str, queue_id: int, logic_offset: int) -> None:
-        """A message was appended at `logic_offset` of the queue."""
+    def notify_arrival(
+        self, topic: str, queue_id: int, logic_offset: int, tags_code: int = 0
+    ) -> None:
+        """A message with `tags_code` was appended at `logic_offset` of the queue."""
         waiters = self._waiters.get((topic, queue_id))
         if not waiters:
             return
         for waiter in waiters:
-            if waiter.offset <= logic_offset and not waiter.future.done():
+            if (
+                waiter.offset <= logic_offset
+                and not waiter.future.done()
+                and (waiter.matches is None or waiter.matches(tags_code))
+            ):
                 waiter.future.set_result(None)
 
     def wake_all(self) -> None:

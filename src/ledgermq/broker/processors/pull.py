@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ledgermq.broker import topics as t
@@ -191,7 +192,10 @@ class PullProcessor:
             else:
                 timeout_ms = b.config.short_polling_time_mills
             if timeout_ms > 0:
-                return self._suspend(conn, cmd, topic, queue_id, offset, timeout_ms / 1000.0)
+                code_filter = None if sub.match_all else sub.matches_code
+                return self._suspend(
+                    conn, cmd, topic, queue_id, offset, timeout_ms / 1000.0, code_filter
+                )
         remark = "OFFSET_MOVED" if code == _MOVED else None
         return cmd.make_response(code, remark, header)
 
@@ -203,12 +207,13 @@ class PullProcessor:
         queue_id: int,
         offset: int,
         timeout_s: float,
+        code_filter: Callable[[int], bool] | None,
     ) -> RemotingCommand | None:
         deadline = time.monotonic() + timeout_s
         hold = self._b.pull_hold
         while True:
             left = deadline - time.monotonic()
-            arrived = left > 0 and await hold.wait(topic, queue_id, offset, left)
+            arrived = left > 0 and await hold.wait(topic, queue_id, offset, left, code_filter)
             result = self._answer(conn, cmd, allow_suspend=False)
             assert not hasattr(result, "__await__")
             if not arrived or result is None or result.code != _NOT_FOUND:
