@@ -695,3 +695,35 @@ async def test_long_poll_wakes_only_for_messages_its_filter_accepts(h):
     r = await asyncio.wait_for(waiting, 5)
     assert r.code == ResponseCode.SUCCESS
     assert [m.body for m in decode_records(r.body)] == [b"wanted"]
+
+
+async def test_stored_properties_decode_to_what_was_sent_plus_cluster(h):
+    # The broker stores the producer's properties text as it came (plus CLUSTER) unless
+    # it has to change it: transient keys are dropped, a missing last separator added.
+    sent = {
+        "plain": "KEYS\x01k1 k2\x02TAGS\x01t\x02UNIQ_KEY\x01U1\x02",
+        "unterminated": "TAGS\x01t\x02UNIQ_KEY\x01U2",
+        "transient": "TAGS\x01t\x02__RMQ.TRANSIENT.X\x01secret\x02UNIQ_KEY\x01U3\x02",
+    }
+    for i, text in enumerate(sent.values()):
+        r = await h.call(
+            RequestCode.SEND_MESSAGE,
+            {
+                "producerGroup": "PG",
+                "topic": "Props",
+                "defaultTopic": "TBW102",
+                "defaultTopicQueueNums": 4,
+                "queueId": 0,
+                "sysFlag": 0,
+                "bornTimestamp": 1700000000000,
+                "flag": 0,
+                "properties": text,
+            },
+            f"body{i}".encode(),
+        )
+        assert r.code == ResponseCode.SUCCESS, r.remark
+    got = [m.properties for m in decode_records((await h.pull("Props")).body)]
+    cluster = h.broker.config.broker_cluster_name
+    assert got[0] == {"KEYS": "k1 k2", "TAGS": "t", "UNIQ_KEY": "U1", "CLUSTER": cluster}
+    assert got[1] == {"TAGS": "t", "UNIQ_KEY": "U2", "CLUSTER": cluster}
+    assert got[2] == {"TAGS": "t", "UNIQ_KEY": "U3", "CLUSTER": cluster}

@@ -47,6 +47,7 @@ class MessagePutter:
         if level:
             # The schedule queue is ordered by delivery time; its tagsCode carries it.
             msg.tags_code = self._clock_ms() + self._levels[level - 1]
+            msg.properties_text = None  # the diversion rewrote the properties
 
     def put_batch(self, msgs: list[MessageToStore]) -> PutOutcome:
         outcome = self._store.put_batch(msgs)

@@ -160,6 +160,10 @@ class MessageToStore:
     reconsume_times: int = 0
     prepared_transaction_offset: int = 0
     tags_code: int | None = None  # None -> Java hashCode of TAGS (0 if none)
+    # `properties` already encoded, when the sender's own text can be stored as it is
+    # (saves re-encoding on the send path). None, or a text that decodes to exactly
+    # `properties`; whoever changes `properties` must reset it.
+    properties_text: str | None = None
 
 
 MessageExtBrokerInner = MessageToStore
@@ -468,7 +472,8 @@ class MessageStore:
                 remark=f"message body {len(msg.body)} bytes > maxMessageSize "
                 f"{self.config.max_message_size}",
             )
-        props_b = encode_properties(msg.properties).encode()
+        text = msg.properties_text
+        props_b = (encode_properties(msg.properties) if text is None else text).encode()
         if len(props_b) > MAX_PROPERTIES_LENGTH:
             return PutMessageResult(
                 PutMessageStatus.PROPERTIES_SIZE_EXCEEDED,

@@ -19,6 +19,7 @@ from ledgermq.common.message import (
     PROPERTY_CLUSTER,
     PROPERTY_TRAN_MSG,
     PROPERTY_WAIT,
+    TRANSIENT_PREFIX,
     MessageDecodeError,
     decode_batch,
     decode_properties,
@@ -44,6 +45,17 @@ def born_host(conn: RemotingConnection) -> tuple[str, int]:
     if host is None:
         host = conn.attributes["bornHost"] = parse_host(conn.remote_address)
     return host
+
+
+def _stored_text(sent: str, cluster: str) -> str | None:
+    """The properties text to store: the producer's own plus CLUSTER, which decodes to
+    the same properties as re-encoding would give; None when it might not (transient
+    keys must be dropped, or CLUSTER is already there)."""
+    if TRANSIENT_PREFIX in sent or "CLUSTER\x01" in sent:
+        return None
+    if sent and not sent.endswith("\x02"):
+        sent += "\x02"
+    return f"{sent}CLUSTER\x01{cluster}\x02"
 
 
 class SendProcessor:
@@ -196,7 +208,8 @@ class SendProcessor:
         topic = h.topic
         if topic.startswith(t.RETRY_PREFIX):
             topic, queue_id = self._retry_or_dlq(h, topic, queue_id)
-        props[PROPERTY_CLUSTER] = b.config.broker_cluster_name
+        cluster = b.config.broker_cluster_name
+        props[PROPERTY_CLUSTER] = cluster
         return MessageToStore(
             topic=topic,
             body=body,
@@ -207,6 +220,7 @@ class SendProcessor:
             born_timestamp=h.born_timestamp,
             born_host=born_host(conn),
             reconsume_times=h.reconsume_times,
+            properties_text=_stored_text(h.properties, cluster),
         )
 
     def _retry_or_dlq(self, h: SendHeader, topic: str, queue_id: int) -> tuple[str, int]:
