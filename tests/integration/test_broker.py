@@ -727,3 +727,50 @@ async def test_stored_properties_decode_to_what_was_sent_plus_cluster(h):
     assert got[0] == {"KEYS": "k1 k2", "TAGS": "t", "UNIQ_KEY": "U1", "CLUSTER": cluster}
     assert got[1] == {"TAGS": "t", "UNIQ_KEY": "U2", "CLUSTER": cluster}
     assert got[2] == {"TAGS": "t", "UNIQ_KEY": "U3", "CLUSTER": cluster}
+
+
+async def test_pipelined_sync_flush_group_with_a_batch_send_in_it(tmp_path):
+    # A V2 batch (m=true) among pipelined single sends: every reply is a real reply.
+    from ledgermq.remoting.codec import FrameDecoder, encode_command
+
+    h = Harness(tmp_path, flushDiskType="SYNC_FLUSH")
+    await h.start()
+    try:
+        frames = [_v2_send_frame(i, "Mixed", b"single") for i in range(3)]
+        batch_fields = {
+            "a": "PG",
+            "b": "Mixed",
+            "c": "TBW102",
+            "d": "4",
+            "e": "0",
+            "f": "0",
+            "g": "1700000000000",
+            "h": "0",
+            "i": "",
+            "j": "0",
+            "k": "false",
+            "m": "true",
+        }
+        body = encode_batch([(b"b1", 0, {"UNIQ_KEY": "B1"}), (b"b2", 0, {"UNIQ_KEY": "B2"})])
+        frames.insert(
+            1,
+            encode_command(
+                RemotingCommand(
+                    code=RequestCode.SEND_MESSAGE_V2, opaque=99, ext_fields=batch_fields, body=body
+                )
+            ),
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", h.broker.port)
+        writer.write(b"".join(frames))
+        decoder, replies = FrameDecoder(), []
+        while len(replies) < 4:
+            chunk = await asyncio.wait_for(reader.read(65536), 10)
+            assert chunk
+            replies.extend(decoder.feed(chunk))
+        writer.close()
+        assert sorted(r.opaque for r in replies) == [0, 1, 2, 99]
+        assert all(r.code == ResponseCode.SUCCESS for r in replies), [r.remark for r in replies]
+        batch_reply = next(r for r in replies if r.opaque == 99)
+        assert len(batch_reply.ext_fields["msgId"].split(",")) == 2
+    finally:
+        await h.close()

@@ -7,6 +7,7 @@ task at all.
 
 from __future__ import annotations
 
+import inspect
 import random
 from typing import TYPE_CHECKING
 
@@ -169,6 +170,9 @@ class SendProcessor:
         if await self._b.store.wait_durable(last) != "PUT_OK":
             for i, _ in durable:
                 results[i].code = ResponseCode.FLUSH_DISK_TIMEOUT  # type: ignore[union-attr]
+        for i, result in enumerate(results):
+            if inspect.isawaitable(result):  # a batch send in the group waits on its own
+                results[i] = await result
         return results
 
     def _must_wait(self, msg: MessageToStore, outcome: PutOutcome) -> bool:
