@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= ./data
 
-.PHONY: run test lint unit integration interop venv interop-venv clean bench
+.PHONY: run test lint unit integration interop venv interop-venv clean bench bench-recovery sim
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,7 @@ bench: $(STAMP)
 
 bench-recovery: $(STAMP)
 	$(PY) bench/recovery.py
+
+# Long seed sweep of the Raft simulation (CI runs 500 seeds x 2000 steps).
+sim: $(STAMP)
+	LEDGERMQ_SIM_SEEDS=10000 $(PY) -m pytest -q tests/sim -k sweep

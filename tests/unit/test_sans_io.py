@@ -14,6 +14,11 @@ SANS_IO_MODULES = [
     "namesrv/route_table.py",
     "common/fastjson.py",
     "common/route_data.py",
+    "dledger/core/__init__.py",
+    "dledger/core/node.py",
+    "dledger/core/log.py",
+    "dledger/core/storage.py",
+    "dledger/core/types.py",
 ]
 
 

@@ -1,0 +1,1 @@
+"""Invariant checkers for simulated and real clusters."""
