@@ -545,9 +545,17 @@ class FaultyDisk(Disk):
 
     def remove(self, path: str) -> None:
         self.inner.remove(path)
+        self._forget(lambda p: p == path)
 
     def rmtree(self, path: str) -> None:
         self.inner.rmtree(path)
+        prefix = path.rstrip(os.sep) + os.sep
+        self._forget(lambda p: p.startswith(prefix))
+
+    def _forget(self, gone: Callable[[str], bool]) -> None:
+        # Removals count as durable: a later crash() must not replay a removed file's
+        # unsynced writes onto a new file that reuses its name.
+        self.segments = [s for s in self.segments if not gone(s.path)]
 
     def read_file(self, path: str) -> bytes | None:
         return self.inner.read_file(path)
