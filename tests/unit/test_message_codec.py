@@ -23,6 +23,7 @@ from ledgermq.common.message import (
     encode_record,
     java_string_hash,
     offset_msg_id,
+    offset_msg_id_prefix,
     parse_offset_msg_id,
     stamp_record,
 )
@@ -229,7 +230,10 @@ def test_batch_round_trip_and_layout():
     data = encode_batch(items)
     first = struct.unpack_from(">iiiii", data, 0)
     assert first == (22 + 1 + len("TAGS\x01x\x02"), 0, 0, 0, 1)
-    assert [tuple(i) for i in decode_batch(data)] == items
+    decoded = decode_batch(data)
+    assert [(i.body, i.flag, i.properties) for i in decoded] == items
+    # the text as sent is kept for the broker to store without re-encoding
+    assert [i.properties_text for i in decoded] == ["TAGS\x01x\x02", "", "KEYS\x01k\x02"]
     with pytest.raises(MessageDecodeError):
         decode_batch(data[:-1])
     with pytest.raises(MessageDecodeError):
@@ -251,3 +255,10 @@ def test_unique_id_generator():
     assert int(c[20:28], 16) < since
     g2 = UniqueIdGenerator("::1", pid=1, clock=lambda: now[0])
     assert len(g2.next_id()) == 56
+
+
+def test_offset_msg_id_prefix_matches_full_encoding():
+    for host in (("10.0.0.1", 10911), ("2001:db8::1", 1)):
+        prefix = offset_msg_id_prefix(host)
+        for offset in (0, 1, 123456789, (1 << 63) - 1):
+            assert f"{prefix}{offset:016X}" == offset_msg_id(host, offset)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from ledgermq.broker.delay import divert_to_schedule
 from ledgermq.broker.stats import BrokerStats
 from ledgermq.broker.store_port import PutOutcome, StorePort
-from ledgermq.store.message_store import MessageToStore
+from ledgermq.store.message_store import BatchToStore, MessageToStore
 
 
 class MessagePutter:
@@ -49,8 +49,8 @@ class MessagePutter:
             msg.tags_code = self._clock_ms() + self._levels[level - 1]
             msg.properties_text = None  # the diversion rewrote the properties
 
-    def put_batch(self, msgs: list[MessageToStore]) -> PutOutcome:
-        outcome = self._store.put_batch(msgs)
+    def put_batch(self, batch: BatchToStore) -> PutOutcome:
+        outcome = self._store.put_batch(batch)
         if outcome.ok:
-            self._stats.put_total += len(msgs)
+            self._stats.put_total += len(batch.items)
         return outcome

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledgermq.store.message_store import MessageStore, MessageToStore
+from ledgermq.store.message_store import BatchToStore, MessageStore, MessageToStore
 
 # topic, queue id, queue offset, tagsCode, properties
 ArrivalListener = Callable[[str, int, int, int, dict[str, str]], None]
@@ -47,8 +47,8 @@ class StorePort:
     def put(self, msg: MessageToStore) -> PutOutcome:
         return self._outcome(self.store.put_message(msg))
 
-    def put_batch(self, msgs: list[MessageToStore]) -> PutOutcome:
-        return self._outcome(self.store.put_messages(msgs))
+    def put_batch(self, batch: BatchToStore) -> PutOutcome:
+        return self._outcome(self.store.put_batch(batch))
 
     def put_group(self, msgs: list[MessageToStore]) -> list[PutOutcome]:
         return [self._outcome(r) for r in self.store.put_group(msgs)]

@@ -173,6 +173,15 @@ def offset_msg_id(store_host: tuple[str, int], commit_log_offset: int) -> str:
     return st.pack(raw, port, commit_log_offset).hex().upper()
 
 
+def offset_msg_id_prefix(store_host: tuple[str, int]) -> str:
+    """The host part of every offset message id of `store_host`: a store stamps many ids
+    and only the 16 offset digits differ (``prefix + f"{offset:016X}"``)."""
+    ip, port = store_host
+    raw = pack_ip(ip)
+    st = _OFF_ID_V4 if len(raw) == 4 else _OFF_ID_V6
+    return st.pack(raw, port, 0).hex().upper()[:-16]
+
+
 def parse_offset_msg_id(msg_id: str) -> tuple[str, int, int]:
     """-> (ip, port, commit_log_offset)."""
     try:
@@ -287,6 +296,17 @@ def _head(born_ip: int, store_ip: int) -> struct.Struct:
 # Indexed by (sys_flag >> 4) & 3: bit0 = born v6, bit1 = store v6.
 _HEADS = (_head(4, 4), _head(16, 4), _head(4, 16), _head(16, 16))
 RECORD_BASE_SIZE = 91  # V1, IPv4 hosts, empty body/topic/properties
+
+
+def record_head(sys_flag: int) -> struct.Struct:
+    """The fixed head of a record (TOTALSIZE .. BODYLEN) for the sys_flag's host families;
+    for writers that pack records straight into one buffer."""
+    return _HEADS[(sys_flag >> 4) & 3]
+
+
+def pack_host(ip: str, v6: bool) -> bytes:
+    """A host's address bytes as the record stores them (4, or 16 when v6)."""
+    return _pack_ip_v6(ip) if v6 else _pack_ip_v4(ip)
 
 OFF_TOTALSIZE = 0
 OFF_MAGIC = 4
@@ -576,6 +596,9 @@ class BatchItem(NamedTuple):
     body: bytes
     flag: int
     properties: dict[str, str]
+    # the item's properties exactly as sent, so the broker can store them without
+    # re-encoding the dict (it only appends CLUSTER)
+    properties_text: str = ""
 
 
 _BATCH_HEAD = struct.Struct(">iiiii")  # TOTALSIZE MAGIC BODYCRC FLAG BODYLEN
@@ -617,8 +640,8 @@ def decode_batch(data: bytes | bytearray | memoryview) -> list[BatchItem]:
             p += 2
             if plen < 0 or p + plen != end:
                 raise MessageDecodeError(f"bad batch properties length {plen} at {pos}")
-            props = decode_properties(bytes(data[p:end]).decode())
-            out.append(BatchItem(body, flag, props))
+            text = bytes(data[p:end]).decode()
+            out.append(BatchItem(body, flag, decode_properties(text), text))
             pos = end
     except (struct.error, UnicodeDecodeError) as e:
         raise MessageDecodeError(f"malformed batch at {pos}: {e}") from e

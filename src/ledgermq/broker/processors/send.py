@@ -21,6 +21,7 @@ from ledgermq.common.message import (
     PROPERTY_TRAN_MSG,
     PROPERTY_WAIT,
     TRANSIENT_PREFIX,
+    BatchItem,
     MessageDecodeError,
     decode_batch,
     decode_properties,
@@ -29,7 +30,7 @@ from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import ResponseCode
 from ledgermq.remoting.connection import HandlerResult, RemotingConnection
 from ledgermq.remoting.errors import RemotingError
-from ledgermq.store.message_store import MessageToStore
+from ledgermq.store.message_store import BatchToStore, MessageToStore
 
 if TYPE_CHECKING:
     from ledgermq.broker.broker import Broker
@@ -291,7 +292,7 @@ class SendProcessor:
         queue_id = self._queue_id(h.queue_id, write_queues)
         host = born_host(conn)
         cluster = b.config.broker_cluster_name
-        msgs: list[MessageToStore] = []
+        stored: list[BatchItem] = []
         for item in items:
             props = item.properties
             if props.get("DELAY", "0") not in ("", "0"):
@@ -299,20 +300,21 @@ class SendProcessor:
                     ResponseCode.MESSAGE_ILLEGAL, "delay level is not supported for batch messages"
                 )
             props[PROPERTY_CLUSTER] = cluster
-            msgs.append(
-                MessageToStore(
-                    topic=h.topic,
-                    body=item.body,
-                    flag=item.flag,
-                    properties=props,
-                    queue_id=queue_id,
-                    sys_flag=h.sys_flag,
-                    born_timestamp=h.born_timestamp,
-                    born_host=host,
-                    reconsume_times=h.reconsume_times,
+            stored.append(
+                BatchItem(
+                    item.body, item.flag, props, _stored_text(item.properties_text, cluster)
                 )
             )
-        outcome = b.putter.put_batch(msgs)
+        batch = BatchToStore(
+            topic=h.topic,
+            queue_id=queue_id,
+            items=stored,
+            sys_flag=h.sys_flag,
+            born_timestamp=h.born_timestamp,
+            born_host=host,
+            reconsume_times=h.reconsume_times,
+        )
+        outcome = b.putter.put_batch(batch)
         response = self._response(cmd, outcome, queue_id)
         if outcome.ok and b.sync_flush:
             return self._await_durable(cmd, outcome, response)
