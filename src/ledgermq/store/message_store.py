@@ -40,6 +40,7 @@ from ledgermq.common.message import (
     MessageExt,
     decode_record,
     encode_properties,
+    encode_record_parts,
     host_sys_flag,
     offset_msg_id_prefix,
     pack_host,
@@ -773,17 +774,12 @@ class MessageStore:
         except DiskError as e:
             return self._io_failure(e)
         store_host = self.config.store_host
-        # Records are packed straight into one buffer (DESIGN principle 8); host bytes
-        # are looked up once per distinct host, not once per record.
-        buf = bytearray(total)
-        hosts: dict[tuple[str, bool], bytes] = {}
+        parts: list[bytes] = []
         cqs: list[ConsumeQueue] = []
         queue_offsets: list[int] = []
         phys: list[int] = []
         next_qo: dict[ConsumeQueue, int] | None = {} if len(prepared) > 1 else None
         phy = phy0
-        pos = 0
-        crc32 = zlib.crc32
         try:
             for p in prepared:
                 m = p.msg
@@ -794,63 +790,33 @@ class MessageStore:
                 else:  # several records of one batch may go to the same queue
                     qo = next_qo.get(cq, cq.max_offset)
                     next_qo[cq] = qo + 1
-                sys_flag = p.sys_flag
-                born = (m.born_host[0], bool(sys_flag & _BORN_V6))
-                born_b = hosts.get(born)
-                if born_b is None:
-                    born_b = hosts[born] = pack_host(*born)
-                store = (store_host[0], bool(sys_flag & _STORE_V6))
-                store_b = hosts.get(store)
-                if store_b is None:
-                    store_b = hosts[store] = pack_host(*store)
-                topic_b = p.topic_b
-                tlen = len(topic_b)
-                v2 = tlen > MAX_V1_TOPIC_LENGTH
-                body = m.body
-                head = record_head(sys_flag)
-                head.pack_into(
-                    buf,
-                    pos,
-                    p.size,
-                    MAGIC_V2 if v2 else MAGIC_V1,
-                    crc32(body) & 0x7FFFFFFF,
-                    m.queue_id,
-                    m.flag,
-                    qo,
-                    phy,
-                    sys_flag,
-                    m.born_timestamp,
-                    born_b,
-                    m.born_host[1],
-                    now,
-                    store_b,
-                    store_host[1],
-                    m.reconsume_times,
-                    m.prepared_transaction_offset,
-                    len(body),
+                parts.append(
+                    encode_record_parts(
+                        p.topic_b,
+                        m.body,
+                        p.props_b,
+                        queue_id=m.queue_id,
+                        flag=m.flag,
+                        queue_offset=qo,
+                        physical_offset=phy,
+                        sys_flag=p.sys_flag,
+                        born_timestamp=m.born_timestamp,
+                        born_host=m.born_host,
+                        store_timestamp=now,
+                        store_host=store_host,
+                        reconsume_times=m.reconsume_times,
+                        prepared_transaction_offset=m.prepared_transaction_offset,
+                    )
                 )
-                at = pos + head.size
-                buf[at : at + len(body)] = body
-                at += len(body)
-                tl_size = 2 if v2 else 1
-                buf[at : at + tl_size] = tlen.to_bytes(tl_size, "big")
-                at += tl_size
-                buf[at : at + tlen] = topic_b
-                at += tlen
-                props_b = p.props_b
-                buf[at : at + 2] = len(props_b).to_bytes(2, "big")
-                buf[at + 2 : at + 2 + len(props_b)] = props_b
-                assert at + 2 + len(props_b) - pos == p.size, "record size disagrees with layout"
                 cqs.append(cq)
                 queue_offsets.append(qo)
                 phys.append(phy)
                 phy += p.size
-                pos += p.size
-        except (ValueError, struct.error) as e:  # e.g. an unparsable born host
+        except ValueError as e:  # e.g. an unparsable born host
             cl.rollback(phy0)
             return PutMessageResult(PutMessageStatus.MESSAGE_ILLEGAL, remark=str(e))
         try:
-            cl.append_at(phy0, buf)
+            cl.append_at(phy0, parts[0] if len(parts) == 1 else b"".join(parts))
         except DiskError as e:
             return self._io_failure(e)
         # Dispatch. A failed ConsumeQueue write undoes the whole put so what is stored
