@@ -178,3 +178,29 @@ def test_a_seed_replays_identically_in_another_process_with_another_hash_seed():
         for h in (1, 2)
     }
     assert len(digests) == 1
+
+
+def test_the_sweep_compacts_installs_snapshots_and_changes_membership():
+    events = Counter()
+    installs = 0
+    for r in run_seeds(range(100), steps=1000):
+        events.update(ev[1] for ev in r.trace)
+        events.update(f"conf-{ev[4]}" for ev in r.trace if ev[1] == "conf")
+        installs += r.installs
+    for kind in ("snapshot", "corrupt", "conf", "conf-add-learner", "conf-promote"):
+        assert events[kind] > 5, f"too few {kind} events in 100 seeds: {events[kind]}"
+    assert events["conf-remove"] > 5 and events["conf-add-voter"] > 0
+    assert installs > 20, "lagging followers are caught up with snapshots"
+
+
+def test_the_checker_catches_a_snapshot_installed_without_its_checksum(monkeypatch):
+    from ledgermq.dledger.core import node as raft_node
+
+    monkeypatch.setattr(raft_node.RaftNode, "_verify_snapshot", staticmethod(lambda rx, m: True))
+    for seed in range(300):
+        try:
+            Simulation(seed, snapshot_rate=0.05, fault_rate=0.1).run(1000)
+        except SimulationFailure as e:
+            assert "snapshot" in str(e)
+            return
+    pytest.fail("300 seeds installing corrupted snapshots passed: the checker has no teeth")

@@ -7,7 +7,10 @@ from ledgermq.dledger.core.log import RaftLog
 
 
 def log_of(*terms, commit=0):
-    return RaftLog([Entry(i + 1, t, b"%d" % (i + 1)) for i, t in enumerate(terms)], commit)
+    """A log whose entries are all in storage (as after a restart)."""
+    s = MemoryStorage()
+    s.append([Entry(i + 1, t, b"%d" % (i + 1)) for i, t in enumerate(terms)])
+    return RaftLog(s, commit)
 
 
 def test_index_zero_is_the_empty_prefix_with_term_zero():

@@ -3,8 +3,12 @@
 from .node import Config, RaftNode
 from .storage import MemoryStorage, StorageView
 from .types import (
+    ENTRY_CONFIG,
     ENTRY_NOOP,
     ENTRY_NORMAL,
+    ConfChangeType,
+    ConfigChange,
+    ConfState,
     Entry,
     ErrorCode,
     HardState,
@@ -14,12 +18,20 @@ from .types import (
     ReadState,
     Ready,
     Role,
+    Snapshot,
+    SnapshotMeta,
+    decode_config,
+    encode_config,
 )
 
 __all__ = [
+    "ENTRY_CONFIG",
     "ENTRY_NOOP",
     "ENTRY_NORMAL",
+    "ConfChangeType",
+    "ConfState",
     "Config",
+    "ConfigChange",
     "Entry",
     "ErrorCode",
     "HardState",
@@ -31,5 +43,9 @@ __all__ = [
     "ReadState",
     "Ready",
     "Role",
+    "Snapshot",
+    "SnapshotMeta",
     "StorageView",
+    "decode_config",
+    "encode_config",
 ]

@@ -1,4 +1,5 @@
-"""Plain data for the sans-I/O Raft core: entries, hard state, messages, Ready.
+"""Plain data for the sans-I/O Raft core: entries, hard state, messages, Ready, snapshots
+and membership.
 
 Index mapping: the core numbers entries from 1 and uses 0 for "before the first entry"
 (term 0), as in the Raft paper. DLedger numbers entries from 0 and calls the empty log's
@@ -8,12 +9,15 @@ end index -1 (PROTOCOL.md 5.1). The store and wire layers convert with
 
 from __future__ import annotations
 
+import json
+import zlib
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
 # DLedger's entry magic values (PROTOCOL.md 5.1), reused as the entry kind.
 ENTRY_NORMAL = 1
 ENTRY_NOOP = 2
+ENTRY_CONFIG = 3  # data = encode_config(change, resulting ConfState); see ConfigChange
 
 
 class Role(Enum):
@@ -33,6 +37,8 @@ class MsgType(Enum):
     VOTE = "vote"
     VOTE_RESP = "vote-resp"
     TIMEOUT_NOW = "timeout-now"
+    INSTALL_SNAPSHOT = "install-snapshot"
+    INSTALL_SNAPSHOT_RESP = "install-snapshot-resp"
 
 
 class ErrorCode(IntEnum):
@@ -40,6 +46,8 @@ class ErrorCode(IntEnum):
 
     NOT_LEADER = 404
     UNKNOWN_MEMBER = 401
+    LEADER_PENDING_FULL = 503
+    ILLEGAL_MEMBER_STATE = 504
     LEADER_NOT_READY = 505
     LEADER_TRANSFERRING = 506
 
@@ -61,6 +69,125 @@ class HardState:
     commit: int = 0
 
 
+# ---- membership ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    """A membership configuration. ``voters`` elect leaders and form every quorum
+    (commit, check-quorum, ReadIndex); ``learners`` receive the log but never vote, never
+    campaign and never count. Both are sorted, disjoint tuples of node ids."""
+
+    voters: tuple[str, ...] = ()
+    learners: tuple[str, ...] = ()
+
+    @staticmethod
+    def of(voters, learners=()) -> ConfState:
+        v = tuple(sorted(set(voters)))
+        return ConfState(v, tuple(sorted(set(learners) - set(v))))
+
+    def members(self) -> tuple[str, ...]:
+        return self.voters + self.learners
+
+
+class ConfChangeType(Enum):
+    ADD_LEARNER = "add-learner"  # a new node that only replicates
+    PROMOTE = "promote"  # learner -> voter (the safe way to add a voter: catch up first)
+    ADD_VOTER = "add-voter"  # a new node straight in as a voter
+    REMOVE = "remove"  # drop a voter or a learner
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """One single-server membership change (Raft dissertation 4.1). ``address`` is opaque
+    to the core; it is recorded in the config entry so drivers learn how to reach a new
+    member from the log (``decode_config``)."""
+
+    type: ConfChangeType
+    node_id: str
+    address: str = ""
+
+    def apply_to(self, conf: ConfState) -> ConfState | str:
+        """The configuration after this change, or why it is not a valid change."""
+        v, ln, n = set(conf.voters), set(conf.learners), self.node_id
+        if self.type is ConfChangeType.ADD_LEARNER:
+            if n in v or n in ln:
+                return f"{n} is already a member"
+            ln.add(n)
+        elif self.type is ConfChangeType.ADD_VOTER:
+            if n in v or n in ln:
+                return f"{n} is already a member (promote a learner instead)"
+            v.add(n)
+        elif self.type is ConfChangeType.PROMOTE:
+            if n not in ln:
+                return f"{n} is not a learner"
+            ln.discard(n)
+            v.add(n)
+        elif self.type is ConfChangeType.REMOVE:
+            if n not in v and n not in ln:
+                return f"{n} is not a member"
+            if v == {n}:
+                return f"{n} is the last voter"
+            v.discard(n)
+            ln.discard(n)
+        return ConfState.of(v, ln)
+
+
+def encode_config(change: ConfigChange, conf: ConfState) -> bytes:
+    """Data of an ENTRY_CONFIG entry: UTF-8 JSON holding the change and the whole
+    resulting configuration (so recovery needs only the newest config entry)."""
+    doc = {
+        "type": change.type.value,
+        "node": change.node_id,
+        "address": change.address,
+        "voters": list(conf.voters),
+        "learners": list(conf.learners),
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_config(data: bytes) -> tuple[ConfigChange, ConfState]:
+    doc = json.loads(data)
+    change = ConfigChange(ConfChangeType(doc["type"]), doc["node"], doc.get("address", ""))
+    return change, ConfState.of(doc["voters"], doc["learners"])
+
+
+# ---- snapshots -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """What a snapshot covers. ``index`` = last log index whose effect the snapshot holds
+    (0 = no snapshot), ``term`` = that entry's term, ``conf`` = the membership in effect
+    at ``index`` (the newest config entry at or below it, or the bootstrap config).
+    ``context`` is opaque to the core and travels with the snapshot: storage-level facts
+    about entry ``index`` that a follower's store needs to continue the log after it
+    (for the DLedger entry store: the chainCrc and end offset from ``boundary(index)``,
+    so replicas stay byte-identical). The driver fills it in before storing the snapshot
+    (``dataclasses.replace(node.snapshot_meta(), context=...)``)."""
+
+    index: int = 0
+    term: int = 0
+    conf: ConfState = ConfState()
+    context: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Application state at ``meta.index`` as opaque bytes produced by the state machine.
+    ``data`` may be any bytes-like object supporting ``len()`` and slicing (e.g. an mmap).
+    """
+
+    meta: SnapshotMeta
+    data: bytes = b""
+
+    def checksum(self) -> int:
+        return zlib.crc32(self.data)
+
+
+# ---- messages and outputs -------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One Raft message. Field meaning per type:
@@ -73,6 +200,14 @@ class Message:
       on a leadership transfer (ignores leader stickiness).
     HEARTBEAT: ``commit`` (never above what the follower is known to hold) and
       ``context`` = the leader's latest ReadIndex sequence number, echoed in the response.
+    INSTALL_SNAPSHOT: one chunk of a snapshot. ``snapshot`` = its SnapshotMeta (on every
+      chunk), ``offset`` = where ``data`` starts in the snapshot bytes, ``done`` = this is
+      the last chunk, ``checksum`` = zlib.crc32 of the whole snapshot; the receiver
+      verifies it over the reassembled bytes before using them.
+    INSTALL_SNAPSHOT_RESP: ``index`` = the snapshot's index, ``offset`` = how many bytes
+      of it the receiver holds in order; ``reject`` = resend from ``offset`` (a gap, an
+      unknown transfer, or a checksum failure with ``offset`` 0); ``done`` = installed
+      (or not needed): the receiver's log now matches up to ``index``.
     """
 
     type: MsgType
@@ -88,6 +223,11 @@ class Message:
     hint_term: int = 0
     force: bool = False
     context: int = 0
+    snapshot: SnapshotMeta | None = None
+    data: bytes = b""
+    offset: int = 0
+    done: bool = False
+    checksum: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +249,21 @@ class ProposeError:
 
 @dataclass(slots=True)
 class Ready:
-    """The outputs of the node. Driver order (DESIGN principle 2): persist ``entries``
-    (truncating any stored entries at or after the first one's index) and ``hard_state``,
-    then send ``messages``, then apply ``committed_entries``, then ``advance(ready)``."""
+    """The outputs of the node. Driver order (DESIGN principle 2):
+
+    1. persist: ``snapshot`` first if set (replace the whole stored log by it:
+       ``MemoryStorage.apply_snapshot``), then ``entries`` (truncating any stored entries
+       at or after the first one's index), then ``hard_state``;
+    2. send ``messages``;
+    3. apply: if ``snapshot`` is set, reset the state machine to ``snapshot.data``; then
+       apply ``committed_entries`` in order (ENTRY_CONFIG entries carry membership, see
+       ``decode_config``; ENTRY_NOOP entries carry nothing);
+    4. ``advance(ready)``.
+
+    ``conf_state`` is the membership now in effect when it changed since the previous
+    Ready (config entries take effect when appended, before they commit): connect to new
+    members, and stop talking to removed ones.
+    """
 
     entries: list[Entry] = field(default_factory=list)
     hard_state: HardState | None = None
@@ -120,6 +272,8 @@ class Ready:
     read_states: list[ReadState] = field(default_factory=list)
     role: Role = Role.FOLLOWER
     leader_id: str | None = None
+    snapshot: Snapshot | None = None
+    conf_state: ConfState | None = None
 
     def empty(self) -> bool:
         return not (
@@ -128,4 +282,6 @@ class Ready:
             or self.messages
             or self.committed_entries
             or self.read_states
+            or self.snapshot
+            or self.conf_state
         )

@@ -10,8 +10,11 @@ Properties (Raft paper, Figure 3, plus durability):
   data there and agree on the previous entry's term (by induction: identical prefixes);
 - leader completeness: a leader of term T holds every entry committed in a term <= T;
 - state-machine safety: no two nodes apply different entries at one index;
-- committed entries are durable on a quorum when first seen committed and are never
-  overwritten or cut from any node's persisted log afterwards;
+- committed entries are durable on a quorum (of the committing leader's voters) when first
+  seen committed and are never overwritten or cut from any node's persisted log
+  afterwards, except by compaction or a snapshot that covers them;
+- snapshot safety: every snapshot taken or installed holds exactly the committed entries
+  up to its index, in order (the simulated state machine is the list of applied entries);
 - per node, while it is up: term and commit index never go backwards;
 - ReadIndex linearizability: a read point confirmed by a leader is at least the highest
   index committed anywhere when the read was asked for.
@@ -19,7 +22,7 @@ Properties (Raft paper, Figure 3, plus durability):
 
 from __future__ import annotations
 
-from ledgermq.dledger.core import Entry, MemoryStorage, RaftNode, Role
+from ledgermq.dledger.core import Entry, MemoryStorage, RaftNode, Role, SnapshotMeta
 
 
 class RaftInvariantError(AssertionError):
@@ -64,7 +67,7 @@ class RaftChecker:
                 )
         for e in replaced:
             if self.committed.get(e.index) == e and (
-                e.index > storage.last_index() or storage.entry(e.index) != e
+                not storage.has(e.index) or storage.entry(e.index) != e
             ):
                 self.fail(
                     f"durability: {node_id} cut or overwrote committed entry {e.index} "
@@ -78,6 +81,41 @@ class RaftChecker:
                 self.fail(
                     f"state-machine safety: {node_id} applied {e} at index {e.index} but "
                     f"another node applied {old}"
+                )
+
+    def on_snapshot_persist(self, node_id: str, meta: SnapshotMeta, dropped: list[Entry]):
+        """Called after a received snapshot replaced ``node_id``'s stored log, which
+        held ``dropped`` before."""
+        c = self.committed.get(meta.index)
+        if c is not None and c.term != meta.term:
+            self.fail(
+                f"snapshot safety: {node_id} installed a snapshot at ({meta.index}, term "
+                f"{meta.term}) but ({c.index}, term {c.term}) is committed there"
+            )
+        for e in dropped:
+            if e.index > meta.index and self.committed.get(e.index) == e:
+                self.fail(
+                    f"durability: installing the snapshot at {meta.index} cut committed "
+                    f"entry {e.index} (term {e.term}) from {node_id}'s log"
+                )
+
+    def on_state(self, node_id: str, how: str, meta: SnapshotMeta, state: list[Entry]):
+        """A snapshot was ``how`` ("snapshotted" or "installed") at ``node_id``: its
+        state (the applied entries) must be exactly the committed log up to its index."""
+        if len(state) != meta.index or any(e.index != i + 1 for i, e in enumerate(state)):
+            self.fail(f"snapshot safety: {node_id} {how} a state that is not 1..{meta.index}")
+        if state and state[-1].term != meta.term:
+            self.fail(
+                f"snapshot safety: {node_id} {how} a snapshot whose meta says term "
+                f"{meta.term} at {meta.index}, but its state ends with term {state[-1].term}"
+            )
+        for e in state:
+            old = self.applied.setdefault(e.index, e)
+            c = self.committed.get(e.index, e)
+            if old != e or c != e:
+                self.fail(
+                    f"state-machine safety: {node_id} {how} a snapshot holding {e} at "
+                    f"{e.index}, but {old if old != e else c} was applied/committed there"
                 )
 
     def on_read_issued(self, ctx: bytes) -> None:
@@ -123,19 +161,25 @@ class RaftChecker:
 
     def _on_commit(self, nid, node: RaftNode, old: int, storages) -> None:
         new = node.log.commit
+        voters = node.conf.voters
         for i in range(old + 1, new + 1):
-            e = node.log.entries[i - 1]
+            e = node.log.entry(i)
+            if e is None:
+                continue  # jumped over by a snapshot (checked by on_state)
             c = self.committed.get(i)
             if c is None:
                 self.committed[i] = e
                 self.commit_term[i] = node.term
                 holders = sum(
-                    1 for s in storages.values() if s.last_index() >= i and s.entry(i) == e
+                    1
+                    for v in voters
+                    if (s := storages[v]).snapshot_meta().index >= i
+                    or (s.has(i) and s.entry(i) == e)
                 )
-                if holders < self.quorum:
+                if holders < len(voters) // 2 + 1:
                     self.fail(
                         f"durability: entry {i} (term {e.term}) is committed at {nid} but "
-                        f"only {holders} of {len(storages)} nodes have it on disk"
+                        f"only {holders} of its {len(voters)} voters have it on disk"
                     )
             elif c != e:
                 self.fail(f"commit safety: {nid} committed {e} at {i}, but {c} was committed there")
@@ -143,8 +187,11 @@ class RaftChecker:
 
     def _check_leader_complete(self, nid: str, node: RaftNode) -> None:
         for i in range(self.max_committed, 0, -1):
-            if self.commit_term[i] <= node.term:
+            ct = self.commit_term.get(i)
+            if ct is not None and ct <= node.term:
                 c = self.committed[i]
+                if i < node.log.first_index() - 1:
+                    return  # compacted: it is in the leader's applied snapshot
                 if node.log.term(i) != c.term:
                     self.fail(
                         f"leader completeness: {nid} leads term {node.term} without "

@@ -11,9 +11,17 @@ symmetric partitions, one-way link cuts, isolating one node, a bridge (two halve
 only one node can reach) and a ring; pausing a node (its inbound messages wait in a
 bounded buffer, its timers stop); crash in the middle of a write (a random prefix of the
 pending entries, and maybe the hard state, reaches the disk; no message of that Ready is
-sent) and restart from what was persisted; slow disks (Readies finish late). The client
+sent) and restart from what was persisted; slow disks (Readies finish late); corrupted
+snapshot chunks (a flipped byte: the receiver's crc32 check must refuse them). The client
 proposes values, asks random nodes for ReadIndex reads and asks leaders to transfer
 leadership. Principle 2's order is modelled by ``Cluster.process_ready``.
+
+Per seed, the simulator may also make nodes take snapshots of their state machines and
+compact their logs (up to the applied index, up to ``compactable_index()`` or keeping a
+few entries), so lagging and restarted followers are caught up with chunked snapshots;
+and it may run spare nodes outside the initial configuration and change membership at
+random (add a learner, promote it, add a voter directly, remove a voter or a learner,
+including the leader itself), one change at a time.
 
 ``run(steps)`` runs ``steps`` steps of chaos, then heals everything (network, crashed and
 paused nodes, slow disks) and requires that within ``liveness_timeouts`` election timeouts
@@ -23,11 +31,12 @@ is the sequence of events; one seed always yields the same trace.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from dataclasses import dataclass, field
 
-from ledgermq.dledger.core import Config, Message, Role
+from ledgermq.dledger.core import ConfChangeType, Config, ConfigChange, Message, MsgType, Role
 from ledgermq.testing.checkers.raft import RaftChecker, RaftInvariantError
 
 from .cluster import Cluster
@@ -49,6 +58,9 @@ class SimResult:
     max_term: int = 0
     liveness_ticks: int = 0
     checks: int = 0
+    snapshots: int = 0  # snapshots taken (and logs compacted)
+    installs: int = 0  # snapshots received and installed
+    conf_changes: int = 0  # membership changes appended
 
 
 class Network:
@@ -62,10 +74,21 @@ class Network:
         self.drop_rate = 0.0
         self.dup_rate = 0.0
         self.max_delay = 3
+        self.corrupt_rate = 0.0  # chance that a snapshot chunk arrives with a flipped byte
 
     def send(self, now: int, m: Message) -> None:
         if (m.src, m.dst) in self.cut or self.rng.random() < self.drop_rate:
             return
+        if (
+            m.type is MsgType.INSTALL_SNAPSHOT
+            and m.data
+            and self.corrupt_rate
+            and self.rng.random() < self.corrupt_rate
+        ):
+            k = self.rng.randrange(len(m.data))
+            bad = bytearray(m.data)
+            bad[k] ^= 1 << self.rng.randrange(8)
+            m = dataclasses.replace(m, data=bytes(bad))
         copies = 2 if self.rng.random() < self.dup_rate else 1
         for _ in range(copies):
             self.seq += 1
@@ -83,6 +106,7 @@ class Network:
         self.drop_rate = 0.0
         self.dup_rate = 0.0
         self.max_delay = 3
+        self.corrupt_rate = 0.0
 
 
 class Simulation:
@@ -96,18 +120,42 @@ class Simulation:
         read_rate: float = 0.1,
         transfer_rate: float = 0.005,
         liveness_timeouts: int = 6,
+        snapshot_rate: float | None = None,
+        membership_rate: float | None = None,
+        spares: int | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         n = nodes if nodes is not None else self.rng.choice((3, 3, 5))
-        self.ids = [f"n{i}" for i in range(n)]
+        # by default half the seeds snapshot and compact, a third change membership
+        self.snapshot_rate = (
+            snapshot_rate if snapshot_rate is not None else self.rng.choice((0.0, 0.0, 0.01, 0.04))
+        )
+        self.membership_rate = (
+            membership_rate
+            if membership_rate is not None
+            else (0.01 if self.rng.random() < 1 / 3 else 0.0)
+        )
+        if spares is None:
+            spares = self.rng.choice((1, 2)) if self.membership_rate else 0
+        voters = [f"n{i}" for i in range(n)]
+        self.ids = [f"n{i}" for i in range(n + spares)]
         if config is None:
             # a third of the seeds run DLedger's preferred-leader hand-over to n0
             preferred = "n0" if self.rng.random() < 1 / 3 else None
-            config = Config(election_ticks=10, heartbeat_ticks=3, preferred_leader=preferred)
+            config = Config(
+                election_ticks=10,
+                heartbeat_ticks=3,
+                preferred_leader=preferred,
+                snapshot_chunk_bytes=self.rng.choice((256, 2048, 1 << 16)),
+                max_snapshot_inflight=8,
+                max_cache_bytes=self.rng.choice((0, 512, 1 << 20)),
+            )
         self.config = config
         self.checker = RaftChecker(self.ids)
-        self.cluster = Cluster(self.ids, self.config, self.rng.getrandbits(64), self.checker)
+        self.cluster = Cluster(
+            self.ids, self.config, self.rng.getrandbits(64), self.checker, voters=voters
+        )
         self.net = Network(random.Random(self.rng.getrandbits(64)))
         # chance of a fault event per step; by default each seed picks a calm, a normal
         # or a stormy run
@@ -150,6 +198,7 @@ class Simulation:
                 "lossy",
                 "slow_disk",
                 "heal",
+                "corrupt",
             )
         )
         ids = self.ids
@@ -221,6 +270,9 @@ class Simulation:
         elif kind == "slow_disk":
             self.disk_rate = r.choice((0.3, 0.6))
             self._event("slow-disk", self.disk_rate)
+        elif kind == "corrupt":
+            self.net.corrupt_rate = r.choice((0.05, 0.3))
+            self._event("corrupt", self.net.corrupt_rate)
 
     def _heal_all(self) -> None:
         self.net.heal()
@@ -251,6 +303,57 @@ class Simulation:
             self._event("propose", at, res, value)
             return at, res
         return None
+
+    def _snapshot(self) -> None:
+        """A running node snapshots its state machine and compacts its log: fully, up to
+        what its followers have (``compactable_index``), or keeping a few entries."""
+        up = [i for i in self.ids if self.cluster.nodes[i] is not None and i not in self.paused]
+        if not up:
+            return
+        at = self.rng.choice(up)
+        node = self.cluster.node(at)
+        how = self.rng.choice(("applied", "compactable", "keep"))
+        upto = {
+            "applied": None,
+            "compactable": node.compactable_index(),
+            "keep": node.log.applied - 5,
+        }[how]
+        index = self.cluster.snapshot(at, upto)
+        if index:
+            self.result.snapshots += 1
+            self._event("snapshot", at, index, self.cluster.storages[at].first_index() - 1)
+
+    def _change_membership(self) -> None:
+        leaders = [
+            i
+            for i in self.ids
+            if i not in self.paused
+            and self.cluster.nodes[i] is not None
+            and self.cluster.nodes[i].role is Role.LEADER
+        ]
+        if not leaders:
+            return
+        at = self.rng.choice(leaders)
+        node = self.cluster.node(at)
+        conf = node.conf
+        outside = [i for i in self.ids if i not in conf.voters and i not in conf.learners]
+        options: list[ConfigChange] = []
+        for i in outside:
+            options.append(ConfigChange(ConfChangeType.ADD_LEARNER, i))
+        if outside and self.rng.random() < 0.2:
+            options.append(ConfigChange(ConfChangeType.ADD_VOTER, self.rng.choice(outside)))
+        for i in conf.learners:
+            options += [ConfigChange(ConfChangeType.PROMOTE, i)] * 2
+            options.append(ConfigChange(ConfChangeType.REMOVE, i))
+        if len(conf.voters) > 2:
+            options += [ConfigChange(ConfChangeType.REMOVE, i) for i in conf.voters]
+        if not options:
+            return
+        change = self.rng.choice(options)
+        res = node.propose_config_change(change)
+        if isinstance(res, int):
+            self.result.conf_changes += 1
+            self._event("conf", at, res, change.type.value, change.node_id)
 
     def _transfer(self) -> None:
         leaders = [
@@ -290,6 +393,10 @@ class Simulation:
                 self._read()
             if self.rng.random() < self.transfer_rate:
                 self._transfer()
+            if self.snapshot_rate and self.rng.random() < self.snapshot_rate:
+                self._snapshot()
+            if self.membership_rate and self.rng.random() < self.membership_rate:
+                self._change_membership()
         for i in self.ids:
             if c.nodes[i] is not None and i not in self.paused:
                 c.nodes[i].tick()
@@ -336,6 +443,7 @@ class Simulation:
             (n.term for n in self.cluster.nodes.values() if n is not None), default=0
         )
         self.result.checks = self.checker.checks
+        self.result.installs = self.cluster.installs
         self.result.reads_ok = self.checker.reads_ok
         return self.result
 
@@ -350,8 +458,8 @@ class Simulation:
                 at, index = pending
                 node = self.cluster.nodes[at]
                 if node is not None and node.log.commit >= index:
-                    e = node.log.entries[index - 1]
-                    if e.data == value:
+                    e = node.log.entry(index)
+                    if e is not None and e.data == value:
                         self.result.liveness_ticks = self.now - start
                         self._event("live", at, index)
                         return
