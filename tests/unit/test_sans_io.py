@@ -19,6 +19,9 @@ SANS_IO_MODULES = [
     "dledger/core/log.py",
     "dledger/core/storage.py",
     "dledger/core/types.py",
+    "dledger/protocol.py",
+    "dledger/kv.py",
+    "dledger/statemachine.py",
 ]
 
 

@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "produce": ("ledgermq.cli.quick", "send messages from the command line"),
     "consume": ("ledgermq.cli.quick", "consume messages and print them"),
     "bench": ("ledgermq.cli.bench", "benchmarks: produce / consume"),
+    "dledger": ("ledgermq.cli.dledger", "DLedger Raft log: server, append, get, bench ..."),
 }
 
 

@@ -1,0 +1,13 @@
+"""DLedger: a Raft-replicated log, usable as a networked library.
+
+* ``core/``: the sans-I/O Raft node; ``store/``: the durable entry store.
+* ``protocol.py``: DLedger's codes and the binary request/response bodies.
+* ``member.py``: one member of one group, the asyncio driver around the node;
+  ``log_storage.py``: the bridge between the node's log and the store.
+* ``server.py``: ``DLedgerServer``, one port hosting many groups; ``peers.py``: links.
+* ``statemachine.py`` / ``kv.py``: what committed entries are applied to, and a
+  replicated key-value example with linearizable reads.
+* ``client.py``: ``DLedgerClient`` (asyncio) and ``SyncDLedgerClient``.
+
+Indexes seen by clients are DLedger's: 0-based.
+"""

@@ -1,0 +1,267 @@
+"""`DLedgerClient`: append to, read from and manage one DLedger group (asyncio).
+
+Indexes are DLedger's, 0-based: `append` returns the index `get` reads it back from.
+
+The client keeps a guess of the leader. A NOT_LEADER reply names the leader (and its
+address), so the next try goes there; a connection error or timeout moves on to the next
+member; while a group is electing (NOT_LEADER without a leader, LEADER_NOT_READY,
+LEADER_TRANSFERRING) it retries after a short pause, until the call's `timeout`. All
+requests share one connection per member and many may be in flight at once.
+
+A retried append may have been committed by the first try (its reply was lost), so
+appends are at-least-once across failovers, like any log without client sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+from ledgermq.dledger.kv import (
+    KV_REQUEST,
+    OP_CAS,
+    OP_DELETE,
+    OP_GET,
+    OP_PUT,
+    KVCommand,
+    KVResult,
+    decode_result,
+    encode_command,
+)
+from ledgermq.dledger.protocol import (
+    Code,
+    LogEntry,
+    RequestCode,
+    code_name,
+    decode_append_reply,
+    decode_get_reply,
+    decode_metadata,
+    encode_append_request,
+    parse_peers,
+)
+from ledgermq.remoting.client import RemotingClient
+from ledgermq.remoting.codec import RemotingCommand
+from ledgermq.remoting.errors import RemotingException, RemotingTimeoutError
+
+# worth another try, after a pause: the group is between leaders
+# (not TERM_CHANGED: that entry may be committed anyway, and a retry would write it twice)
+_TRANSIENT = frozenset({Code.NOT_LEADER, Code.LEADER_NOT_READY, Code.LEADER_TRANSFERRING})
+_PAUSE = 0.05
+
+
+class DLedgerError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code_name(code)} ({code}): {message}")
+        self.code = int(code)
+        self.message = message
+
+
+class DLedgerClient:
+    def __init__(
+        self,
+        group: str,
+        peers: str | dict[str, str],
+        *,
+        timeout: float = 5.0,
+        request_timeout: float = 3.0,
+    ) -> None:
+        self.group = group
+        self.peers = parse_peers(peers) if isinstance(peers, str) else dict(peers)
+        self.timeout = timeout
+        self.request_timeout = request_timeout
+        self.leader_id: str | None = None
+        self._remoting = RemotingClient(connect_timeout=1.0)
+        self._rotation = itertools.cycle(list(self.peers))
+
+    async def close(self) -> None:
+        await self._remoting.close()
+
+    async def __aenter__(self) -> DLedgerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    def _next_target(self) -> str:
+        if self.leader_id in self.peers:
+            return self.leader_id  # type: ignore[return-value]
+        return next(self._rotation)
+
+    def _learn(self, reply: RemotingCommand) -> None:
+        leader = reply.ext_fields.get("leaderId")
+        addr = reply.ext_fields.get("leaderAddr")
+        if leader:
+            if addr and self.peers.get(leader) != addr:
+                self.peers[leader] = addr
+            self.leader_id = leader
+
+    async def call(
+        self,
+        code: int,
+        ext: dict[str, str] | None = None,
+        body: bytes = b"",
+        *,
+        member: str | None = None,
+        leader: bool = True,
+        timeout: float | None = None,
+    ) -> RemotingCommand:
+        """Send one request and return the SUCCESS reply; DLedgerError otherwise.
+
+        `member` pins the request to one member (no redirects); `leader=False` lets any
+        member answer (the first reachable one)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.timeout)
+        last = "no member answered"
+        last_code = int(Code.NETWORK_ERROR)
+        while True:
+            target = member or (self._next_target() if leader else next(self._rotation))
+            addr = self.peers.get(target)
+            if addr is None:
+                raise DLedgerError(Code.UNKNOWN_MEMBER, f"{target!r} is not among the peers")
+            fields = {"group": self.group, "remoteId": target}
+            if ext:
+                fields.update(ext)
+            cmd = RemotingCommand(code=int(code), ext_fields=fields, body=body)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise DLedgerError(last_code, f"gave up after {timeout or self.timeout}s: {last}")
+            try:
+                reply = await self._remoting.invoke(addr, cmd, min(self.request_timeout, remaining))
+            except RemotingException as exc:
+                last, last_code = f"{target} at {addr}: {exc}", int(Code.NETWORK_ERROR)
+                if member is not None:
+                    raise DLedgerError(Code.NETWORK_ERROR, last) from None
+                if self.leader_id == target:
+                    self.leader_id = None
+                if not isinstance(exc, RemotingTimeoutError):
+                    # a slow member keeps its connection: the other requests on it are
+                    # likely fine; a broken one is dropped so the next try reconnects
+                    self._remoting.close_connection(addr)
+                await asyncio.sleep(min(_PAUSE, max(0.0, deadline - loop.time())))
+                continue
+            if reply.code == Code.SUCCESS:
+                if leader and member is None:
+                    self._learn(reply)
+                return reply
+            remark = reply.remark or ""
+            last, last_code = f"{target}: {code_name(reply.code)} {remark}", reply.code
+            if member is not None or reply.code not in _TRANSIENT:
+                raise DLedgerError(reply.code, remark or code_name(reply.code))
+            hinted = reply.ext_fields.get("leaderId")
+            if reply.code == Code.NOT_LEADER and hinted and hinted != target:
+                self._learn(reply)
+                continue  # go straight to the named leader
+            self.leader_id = None
+            await asyncio.sleep(min(_PAUSE, max(0.0, deadline - loop.time())))
+
+    # ---- the log -------------------------------------------------------------------------
+
+    async def append(self, body: bytes) -> int:
+        return (await self.append_batch([body]))[0]
+
+    async def append_batch(self, bodies: list[bytes]) -> list[int]:
+        if not bodies:
+            return []
+        reply = await self.call(RequestCode.APPEND, body=encode_append_request(list(bodies)))
+        return decode_append_reply(reply.body)
+
+    async def get_entries(
+        self, index: int, count: int = 1, *, member: str | None = None
+    ) -> list[LogEntry]:
+        reply = await self.call(
+            RequestCode.GET, {"index": str(index), "count": str(count)}, member=member
+        )
+        return decode_get_reply(reply.body)
+
+    async def get(self, index: int, *, member: str | None = None) -> bytes:
+        """The body at DLedger index `index` (b"" for the leader's no-op entries)."""
+        entries = await self.get_entries(index, 1, member=member)
+        if not entries or entries[0].index != index:
+            raise DLedgerError(Code.INDEX_OUT_OF_RANGE, f"no entry {index}")
+        return entries[0].data
+
+    async def metadata(self, member: str | None = None) -> dict[str, Any]:
+        """The group as `member` (default: the leader, else any member) sees it."""
+        try:
+            reply = await self.call(RequestCode.METADATA, member=member, leader=False)
+        except DLedgerError:
+            raise
+        meta = decode_metadata(reply.body)
+        if member is None and meta.get("leaderId") and meta.get("leaderId") != meta.get("selfId"):
+            try:
+                reply = await self.call(RequestCode.METADATA, member=meta["leaderId"])
+                meta = decode_metadata(reply.body)
+            except DLedgerError:
+                pass  # the leader is unreachable: what the first member said will do
+        if meta.get("leaderId"):
+            self.leader_id = meta["leaderId"]
+        return meta
+
+    async def transfer_leadership(self, to_id: str, *, timeout: float | None = None) -> None:
+        await self.call(
+            RequestCode.LEADERSHIP_TRANSFER,
+            {"transfereeId": to_id},
+            timeout=timeout or max(self.timeout, 5.0),
+        )
+        self.leader_id = to_id
+
+    # ---- the KV example state machine --------------------------------------------------
+
+    async def _kv(self, c: KVCommand) -> KVResult:
+        reply = await self.call(
+            RequestCode.USER_DEFINE, {"requestTypeCode": str(KV_REQUEST)}, encode_command(c)
+        )
+        return decode_result(reply.body)
+
+    async def put(self, key: bytes, value: bytes) -> KVResult:
+        return await self._kv(KVCommand(OP_PUT, key, value))
+
+    async def kv_get(self, key: bytes) -> bytes | None:
+        """Linearizable read (ReadIndex on the leader)."""
+        return (await self._kv(KVCommand(OP_GET, key))).value
+
+    async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> KVResult:
+        """Set `key` to `new` if it holds `expected` (None: if it is absent)."""
+        c = KVCommand(OP_CAS, key, expected or b"", new, expect_absent=expected is None)
+        return await self._kv(c)
+
+    async def delete(self, key: bytes) -> KVResult:
+        return await self._kv(KVCommand(OP_DELETE, key))
+
+
+class SyncDLedgerClient:
+    """A blocking wrapper for scripts: every method runs the async one to completion on
+    a private event loop. Not for use inside a running event loop."""
+
+    def __init__(self, group: str, peers: str | dict[str, str], **kw: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = self._loop.run_until_complete(self._make(group, peers, kw))
+
+    @staticmethod
+    async def _make(group: str, peers: str | dict[str, str], kw: dict) -> DLedgerClient:
+        return DLedgerClient(group, peers, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._loop.run_until_complete(attr(*args, **kwargs))
+
+        return call
+
+    def close(self) -> None:
+        try:
+            self._loop.run_until_complete(self._client.close())
+        finally:
+            self._loop.close()
+
+    def __enter__(self) -> SyncDLedgerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,655 @@
+"""One member of one DLedger group: the asyncio shell around a `RaftNode`.
+
+The driver loop (DESIGN principle 2) runs each Ready in a fixed order:
+
+1. persist: cut the stored log at the first conflicting entry, append the new entries,
+   save term/vote; in ``durable`` mode fsync once for the whole Ready (group commit,
+   in a worker thread so the loop keeps taking requests and messages meanwhile);
+2. send the Ready's messages (so a follower's ack, and a leader's append, leaves only
+   once the entries are on its disk);
+3. apply committed entries to the state machine and complete the proposals and reads
+   waiting for them;
+4. advance.
+
+Flush modes:
+
+* ``durable`` (default): nothing is acknowledged before it is fsynced. An acknowledged
+  entry is on the disk of a majority.
+* ``interval``: entries are written at once and fsynced by a background flusher every
+  ``flush_interval_ms``; followers ack before the fsync. Weaker: if a majority crashes
+  together (power loss), entries acknowledged within the last interval can be lost.
+  (DLedger itself works this way, with 10 ms.)
+
+Timing defaults (`MemberConfig`): a tick every 20 ms, heartbeats every 3 ticks (60 ms),
+election timeout 15 ticks randomized to [300, 600) ms. After a leader dies, a follower
+starts a pre-vote within 0.6 s, so a new leader takes appends well within 1 s.
+
+Indexes in this module's public methods are DLedger's (0-based) unless named ``raft_``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from ledgermq.dledger.core import (
+    Config,
+    Entry,
+    Message,
+    MsgType,
+    ProposeError,
+    RaftNode,
+    Ready,
+    Role,
+)
+from ledgermq.dledger.core.types import ENTRY_NORMAL, ErrorCode
+from ledgermq.dledger.log_storage import RaftLogStorage
+from ledgermq.dledger.protocol import Code, LogEntry
+from ledgermq.dledger.statemachine import LogOnlyStateMachine, StateMachine
+from ledgermq.dledger.store.entry_store import StoreError, StoreFullError
+from ledgermq.storage.disk import Disk, DiskError, DiskFullError, OsDisk
+
+log = logging.getLogger(__name__)
+
+FLUSH_MODES = ("durable", "interval")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberConfig:
+    tick_ms: int = 20
+    election_ticks: int = 15
+    heartbeat_ticks: int = 3
+    flush_mode: str = "durable"
+    flush_interval_ms: int = 10
+    request_timeout: float = 3.0  # server side: a pending append fails with 502 after it
+    max_pending: int = 10_000  # more proposals waiting than this: 503
+    max_inflight: int = 64  # Raft append messages in flight per follower
+    max_msg_entries: int = 256
+    max_msg_bytes: int = 1 << 20
+    max_get_entries: int = 64
+    data_file_size: int = 1 << 30
+    index_file_size: int = 1 << 25  # 1 Mi entries of 32 bytes per index file
+    preferred_leader: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.flush_mode not in FLUSH_MODES:
+            raise ValueError(f"flush mode {self.flush_mode!r} is not one of {FLUSH_MODES}")
+
+    def raft_config(self) -> Config:
+        extra = {}
+        if "max_pending_proposals" in {f.name for f in fields(Config)}:
+            extra["max_pending_proposals"] = self.max_pending
+        return Config(
+            election_ticks=self.election_ticks,
+            heartbeat_ticks=self.heartbeat_ticks,
+            max_inflight=self.max_inflight,
+            max_msg_entries=self.max_msg_entries,
+            max_msg_bytes=self.max_msg_bytes,
+            preferred_leader=self.preferred_leader,
+            **extra,
+        )
+
+
+class MemberError(Exception):
+    """A request this member refuses or failed: a DLedger `Code` and why."""
+
+    def __init__(self, code: int, message: str, leader_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = int(code)
+        self.message = message
+        self.leader_id = leader_id
+
+
+def _error(e: ProposeError) -> MemberError:
+    # the core's error codes are DLedger's response codes already
+    return MemberError(int(e.code), e.message, e.leader_id)
+
+
+class _Pending:
+    """A proposed entry waiting to be applied."""
+
+    __slots__ = ("deadline", "future", "term")
+
+    def __init__(self, term: int, future: asyncio.Future[Any], deadline: float) -> None:
+        self.term = term
+        self.future = future
+        self.deadline = deadline
+
+
+SendFn = Callable[[str, Message], None]  # (peer address, message)
+
+
+def coalesce(messages: list[Message], max_bytes: int) -> list[Message]:
+    """Merge what one Ready says to each peer, without changing what the peer concludes.
+
+    Proposals that arrive one by one make the core send one append per entry while the
+    in-flight window is open; consecutive appends to one follower, the second continuing
+    the first (same term, its previous entry = the first's last), are one append to the
+    follower, and its single ack covers both (the leader frees in-flight appends up to
+    the acked index). Of several heartbeats to one peer only the last matters: commit and
+    ReadIndex context only grow. Any other message to a peer keeps its place: appends
+    are never merged across it.
+    """
+    out: list[Message] = []
+    # dst -> position in `out` of the append later ones may join, with what they add:
+    # (entries so far, their data bytes, highest commit)
+    open_append: dict[str, int] = {}
+    grown: dict[int, tuple[list[Entry], int, int]] = {}
+    last_heartbeat: dict[str, int] = {}
+    for m in messages:
+        t = m.type
+        if t is MsgType.APPEND:
+            at = open_append.get(m.dst)
+            if at is not None:
+                head = out[at]
+                acc = grown.get(at)
+                if acc is None:
+                    acc = (list(head.entries), sum(len(e.data) for e in head.entries), head.commit)
+                entries, size, commit = acc
+                end_term = entries[-1].term if entries else head.log_term
+                add = sum(len(e.data) for e in m.entries)
+                if (
+                    head.term == m.term
+                    and m.index == head.index + len(entries)
+                    and m.log_term == end_term
+                    and size + add <= max_bytes
+                ):
+                    entries.extend(m.entries)
+                    grown[at] = (entries, size + add, max(commit, m.commit))
+                    continue
+            open_append[m.dst] = len(out)
+        elif t is MsgType.HEARTBEAT:
+            at = last_heartbeat.get(m.dst)
+            if at is not None and out[at].term == m.term:
+                out[at] = m  # the newer heartbeat takes the older one's place
+                continue
+            last_heartbeat[m.dst] = len(out)
+        else:
+            open_append.pop(m.dst, None)
+            last_heartbeat.pop(m.dst, None)
+        out.append(m)
+    for at, (entries, _, commit) in grown.items():
+        out[at] = replace(out[at], entries=tuple(entries), commit=commit)
+    return out
+
+
+class Member:
+    def __init__(
+        self,
+        group: str,
+        self_id: str,
+        peers: dict[str, str],
+        store_dir: str,
+        *,
+        send: SendFn,
+        config: MemberConfig | None = None,
+        state_machine: StateMachine | None = None,
+        disk: Disk | None = None,
+        executor: Executor | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if self_id not in peers:
+            raise ValueError(f"self id {self_id!r} is not among the peers {sorted(peers)}")
+        self.group = group
+        self.self_id = self_id
+        self.peers = dict(peers)
+        self.store_dir = store_dir
+        self.config = config or MemberConfig()
+        self.state_machine: StateMachine = state_machine or LogOnlyStateMachine()
+        self._send = send
+        self._disk = disk or OsDisk()
+        self._executor = executor
+        self._rng = rng or random.Random()
+        self._loop = asyncio.get_running_loop()
+        self.storage: RaftLogStorage | None = None
+        self.node: RaftNode | None = None
+        self.applied = 0  # raft numbering
+        self._initial_state = self.state_machine.snapshot()
+        self._pending: dict[int, _Pending] = {}  # raft index -> proposal
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._read_seq = 0
+        self._apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._leader_waiters: list[tuple[str, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._store_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._ticks = 0
+        self._disk_trouble: tuple[float, int, str] | None = None  # (until, code, why)
+        self._running = False
+
+    # ---- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> Member:
+        self._open()
+        self._running = True
+        self._task = self._loop.create_task(self._run(), name=f"dledger-{self.group}")
+        if self.config.flush_mode == "interval":
+            self._flusher = self._loop.create_task(self._flush_loop())
+        return self
+
+    def _open(self) -> None:
+        self.storage = RaftLogStorage(
+            self._disk,
+            self.store_dir,
+            self.self_id,
+            data_file_size=self.config.data_file_size,
+            index_file_size=self.config.index_file_size,
+        )
+        view = self.storage.open()
+        self.node = RaftNode(
+            self.self_id, list(self.peers), view, self.config.raft_config(), self._rng
+        )
+        self.applied = 0
+        self.state_machine.restore(self._initial_state)
+        self._wake.set()  # committed entries from the disk are replayed at once
+
+    async def stop(self) -> None:
+        self._running = False
+        self._wake.set()
+        for task in (self._task, self._flusher):
+            if task is None:
+                continue
+            # let a running persist finish (an fsync cannot be called back from its
+            # thread; closing the store under it would fail it)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 5.0)
+            except TimeoutError:
+                task.cancel()
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("%s/%s: driver task failed", self.group, self.self_id)
+            if not task.done():
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._fail_all(Code.NETWORK_ERROR, f"member {self.self_id} of {self.group} stopped")
+        async with self._store_lock:
+            if self.storage is not None:
+                self.storage.close()
+                self.storage = None
+
+    # ---- inputs ------------------------------------------------------------------------
+
+    def step(self, msg: Message) -> None:
+        self.node.step(msg)  # type: ignore[union-attr]
+        self._wake.set()
+
+    def tick(self) -> None:
+        self.node.tick()  # type: ignore[union-attr]
+        self._ticks += 1
+        if self._ticks % 5 == 0 and self._pending:
+            self._expire_pending()
+        self._wake.set()
+
+    # ---- queries -----------------------------------------------------------------------
+
+    @property
+    def role(self) -> Role:
+        return self.node.role  # type: ignore[union-attr]
+
+    @property
+    def leader_id(self) -> str | None:
+        return self.node.leader_id  # type: ignore[union-attr]
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node is not None and self.node.role is Role.LEADER
+
+    def _storage(self) -> RaftLogStorage:
+        storage = self.storage
+        if storage is None:
+            raise MemberError(Code.DISK_ERROR, f"{self.self_id} is reopening its store")
+        return storage
+
+    def metadata(self) -> dict:
+        node = self.node
+        storage = self._storage()
+        assert node is not None
+        return {
+            "group": self.group,
+            "selfId": self.self_id,
+            "leaderId": node.leader_id,
+            "leaderAddr": self.peers.get(node.leader_id or ""),
+            "term": node.term,
+            "role": node.role.value,
+            "peers": dict(self.peers),
+            "commitIndex": node.commit - 1,
+            "appliedIndex": self.applied - 1,
+            "lastIndex": storage.last_index,
+            "flushMode": self.config.flush_mode,
+        }
+
+    def get(self, index: int, count: int = 1) -> list[LogEntry]:
+        """Applied (so committed and stored) entries from DLedger index `index`."""
+        top = self.applied - 1
+        if index < 0 or index > top:
+            raise MemberError(
+                Code.INDEX_OUT_OF_RANGE,
+                f"index {index} is not committed on {self.self_id} (applied up to {top})",
+                self.leader_id,
+            )
+        count = max(1, min(count, self.config.max_get_entries, top - index + 1))
+        storage = self._storage()
+        try:
+            return [storage.get(i) for i in range(index, index + count)]
+        except StoreError as exc:
+            raise MemberError(Code.DISK_ERROR, f"reading entry {index}: {exc}") from exc
+
+    # ---- proposals ---------------------------------------------------------------------
+
+    def submit(self, bodies: list[bytes]) -> list[asyncio.Future[Any]]:
+        """Propose `bodies` as consecutive entries; one future per entry resolves to
+        (DLedger index, state machine result) once the entry is applied here."""
+        node = self.node
+        assert node is not None
+        if node.role is not Role.LEADER:
+            raise MemberError(Code.NOT_LEADER, f"{self.self_id} is not the leader", node.leader_id)
+        trouble = self._disk_trouble
+        if trouble is not None:
+            if trouble[0] > self._loop.time():
+                raise MemberError(trouble[1], trouble[2], node.leader_id)
+            self._disk_trouble = None
+        # the whole batch or nothing: a batch cut short by the core's own bound would
+        # leave the client not knowing which of its entries went in
+        core_pending = getattr(node, "pending_proposals", None)  # the core since snapshots
+        uncommitted = max(len(self._pending), core_pending() if core_pending else 0)
+        if uncommitted + len(bodies) > self.config.max_pending:
+            raise MemberError(
+                Code.LEADER_PENDING_FULL,
+                f"{uncommitted} appends are already waiting on {self.self_id}",
+                node.leader_id,
+            )
+        deadline = self._loop.time() + self.config.request_timeout
+        futures: list[asyncio.Future[Any]] = []
+        for body in bodies:
+            r = node.propose(body)
+            if isinstance(r, ProposeError):
+                if not futures:
+                    raise _error(r)
+                break  # cannot happen mid-batch (role is unchanged); earlier ones stand
+            fut = self._loop.create_future()
+            stale = self._pending.get(r)
+            if stale is not None and not stale.future.done():
+                # lost and regained leadership between two Readies: that entry is gone
+                stale.future.set_exception(
+                    MemberError(Code.TERM_CHANGED, f"entry {r - 1} was replaced", node.id)
+                )
+            self._pending[r] = _Pending(node.term, fut, deadline)
+            futures.append(fut)
+        self._wake.set()
+        return futures
+
+    async def propose(self, data: bytes) -> tuple[int, object]:
+        """Propose one entry; (DLedger index, state machine result) once applied."""
+        (fut,) = self.submit([data])
+        return await fut
+
+    def _expire_pending(self) -> None:
+        now = self._loop.time()
+        expired = [i for i, p in self._pending.items() if p.deadline <= now]
+        for i in expired:
+            p = self._pending.pop(i)
+            if not p.future.done():
+                p.future.set_exception(
+                    MemberError(
+                        Code.WAIT_QUORUM_ACK_TIMEOUT,
+                        f"entry {i - 1} not committed within {self.config.request_timeout}s "
+                        "(it may still be committed later)",
+                        self.leader_id,
+                    )
+                )
+
+    # ---- linearizable reads ------------------------------------------------------------
+
+    async def read_index(self, timeout: float | None = None) -> int:
+        """Wait until a read served from this member's state machine is linearizable
+        (ReadIndex: the leader confirms it still leads, then applies up to its commit
+        index as of the request). Returns that index (raft numbering)."""
+        timeout = self.config.request_timeout if timeout is None else timeout
+        deadline = self._loop.time() + timeout
+        async with asyncio.timeout(timeout):
+            while True:
+                node = self.node
+                assert node is not None
+                self._read_seq += 1
+                ctx = self._read_seq.to_bytes(8, "big")
+                err = node.read_index(ctx)
+                if err is None:
+                    fut: asyncio.Future[int] = self._loop.create_future()
+                    self._reads[ctx] = fut
+                    self._wake.set()
+                    try:
+                        index = await fut
+                    finally:
+                        self._reads.pop(ctx, None)
+                    break
+                if err.code is not ErrorCode.LEADER_NOT_READY:
+                    raise _error(err)
+                # a new leader has not committed its no-op yet: that takes one round trip
+                if self._loop.time() + self.config.tick_ms / 1000 > deadline:
+                    raise _error(err)
+                await asyncio.sleep(self.config.tick_ms / 1000)
+            await self.wait_applied(index)
+        return index
+
+    async def wait_applied(self, raft_index: int) -> None:
+        if self.applied >= raft_index:
+            return
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._apply_waiters.append((raft_index, fut))
+        await fut
+
+    # ---- leadership transfer -------------------------------------------------------------
+
+    async def transfer_leadership(self, to: str, timeout: float | None = None) -> None:
+        node = self.node
+        assert node is not None
+        if to not in self.peers:
+            raise MemberError(Code.UNKNOWN_MEMBER, f"{to!r} is not a member of {self.group}")
+        if node.leader_id == to:
+            return
+        err = node.transfer_leadership(to)
+        if err is not None:
+            raise _error(err)
+        self._wake.set()
+        fut: asyncio.Future[None] = self._loop.create_future()
+        entry = (to, fut)
+        self._leader_waiters.append(entry)
+        timeout = timeout or 2 * self.config.election_ticks * self.config.tick_ms / 1000 + 0.5
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise MemberError(
+                Code.TAKE_LEADERSHIP_FAILED,
+                f"{to} did not take leadership of {self.group} within {timeout:.1f}s",
+                node.leader_id,
+            ) from None
+        finally:
+            if entry in self._leader_waiters:
+                self._leader_waiters.remove(entry)
+
+    # ---- the driver loop -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        wake = self._wake
+        while self._running:
+            await wake.wait()
+            wake.clear()
+            node = self.node
+            assert node is not None
+            try:
+                while self._running and node.has_ready():
+                    rd = node.ready()
+                    await self._persist(rd)
+                    self._send_all(rd.messages)
+                    self._apply(rd)
+                    node.advance(rd)
+                    self._after_ready(node)
+            except (StoreError, DiskError) as exc:
+                await self._reload_after(exc)
+            except Exception as exc:
+                # a bug, not the disk: never leave the group hanging with a dead loop
+                log.exception("%s/%s: driver loop failed", self.group, self.self_id)
+                await self._reload_after(exc)
+
+    async def _persist(self, rd: Ready) -> None:
+        storage = self.storage
+        assert storage is not None
+        if not rd.entries:
+            if rd.hard_state is not None:
+                # term/vote: its own small file, fsynced; commit alone: kept in memory
+                storage.save_hard_state(rd.hard_state)
+            return
+        # the lock keeps the interval flusher's fsync (in a thread) off the store while
+        # the loop thread writes to it
+        async with self._store_lock:
+            storage.append(rd.entries)
+            if rd.hard_state is not None:
+                storage.save_hard_state(rd.hard_state)
+            if self.config.flush_mode == "durable":
+                await self._loop.run_in_executor(self._executor, storage.sync)
+
+    def _send_all(self, messages: list[Message]) -> None:
+        peers = self.peers
+        send = self._send
+        if len(messages) > 1:
+            messages = coalesce(messages, self.config.max_msg_bytes)
+        for m in messages:
+            addr = peers.get(m.dst)
+            if addr is not None:
+                send(addr, m)
+
+    def _apply(self, rd: Ready) -> None:
+        entries: list[Entry] = rd.committed_entries
+        if entries:
+            sm = self.state_machine
+            pending = self._pending
+            for e in entries:
+                result: object = None
+                error: Exception | None = None
+                if e.kind == ENTRY_NORMAL:
+                    try:
+                        result = sm.apply(e.index - 1, e.data)
+                    except Exception as exc:  # noqa: BLE001 - the proposer gets the error
+                        who = f"{self.group}/{self.self_id}"
+                        log.exception("%s: apply of entry %d failed", who, e.index - 1)
+                        error = MemberError(Code.INTERNAL_ERROR, f"apply failed: {exc}")
+                self.applied = e.index
+                p = pending.pop(e.index, None) if pending else None
+                if p is None or p.future.done():
+                    continue
+                if p.term != e.term:
+                    p.future.set_exception(
+                        MemberError(
+                            Code.TERM_CHANGED,
+                            f"entry {e.index - 1} was replaced by another leader's entry",
+                            self.leader_id,
+                        )
+                    )
+                elif error is not None:
+                    p.future.set_exception(error)
+                else:
+                    p.future.set_result((e.index - 1, result))
+        for rs in rd.read_states:
+            fut = self._reads.pop(rs.ctx, None)
+            if fut is None or fut.done():
+                continue
+            if rs.ok:
+                fut.set_result(rs.index)
+            else:
+                fut.set_exception(
+                    MemberError(Code.NOT_LEADER, "leadership lost during the read", None)
+                )
+        if self._apply_waiters:
+            keep = []
+            for index, fut in self._apply_waiters:
+                if fut.done():
+                    continue
+                if index <= self.applied:
+                    fut.set_result(None)
+                else:
+                    keep.append((index, fut))
+            self._apply_waiters = keep
+
+    def _after_ready(self, node: RaftNode) -> None:
+        if node.role is not Role.LEADER and self._pending:
+            self._fail_pending(
+                Code.TERM_CHANGED,
+                f"{self.self_id} lost leadership; the entry may or may not be committed",
+            )
+        if self._leader_waiters:
+            for to, fut in self._leader_waiters:
+                if node.leader_id == to and not fut.done():
+                    fut.set_result(None)
+
+    # ---- failures ------------------------------------------------------------------------
+
+    def _fail_pending(self, code: int, why: str) -> None:
+        pending, self._pending = self._pending, {}
+        leader = self.node.leader_id if self.node is not None else None
+        for p in pending.values():
+            if not p.future.done():
+                p.future.set_exception(MemberError(code, why, leader))
+
+    def _fail_all(self, code: int, why: str) -> None:
+        self._fail_pending(code, why)
+        for fut in self._reads.values():
+            if not fut.done():
+                fut.set_exception(MemberError(code, why))
+        self._reads.clear()
+        for _, fut in self._apply_waiters:
+            if not fut.done():
+                fut.set_exception(MemberError(code, why))
+        self._apply_waiters = []
+
+    async def _reload_after(self, exc: Exception) -> None:
+        """A write or fsync failed: whatever this Ready held may be half on disk, so do
+        what a crash would, in place: reopen the store (its recovery cuts a torn tail)
+        and rebuild the node from what is on disk. Raft treats it as a restart."""
+        full = isinstance(exc, StoreFullError | DiskFullError) or isinstance(
+            exc.__cause__, DiskFullError
+        )
+        disk = isinstance(exc, StoreError | DiskError)
+        code = Code.DISK_FULL if full else Code.DISK_ERROR if disk else Code.INTERNAL_ERROR
+        what = "disk full" if full else "disk error" if disk else "internal error"
+        why = f"{self.group}/{self.self_id}: {what}: {exc}"
+        log.error("%s; reloading the member from disk", why)
+        if disk:
+            # refuse appends for a moment instead of failing each one on the disk again
+            self._disk_trouble = (self._loop.time() + 1.0, code, why)
+        self._fail_all(code, why + " (the entry may or may not be committed)")
+        async with self._store_lock:
+            if self.storage is not None:
+                self.storage.close()
+                self.storage = None
+            while self._running:
+                try:
+                    self._open()
+                    return
+                except (StoreError, DiskError) as again:
+                    log.error("%s/%s: reopen failed: %s", self.group, self.self_id, again)
+                    await asyncio.sleep(1.0)
+
+    async def _flush_loop(self) -> None:
+        interval = self.config.flush_interval_ms / 1000
+        while self._running:
+            await asyncio.sleep(interval)
+            if not self._running:
+                break
+            storage = self.storage
+            if storage is None or not storage.needs_sync():
+                continue
+            try:
+                async with self._store_lock:
+                    if self.storage is storage:
+                        await self._loop.run_in_executor(self._executor, storage.sync)
+            except (StoreError, DiskError) as exc:
+                log.error("%s/%s: background flush failed: %s", self.group, self.self_id, exc)

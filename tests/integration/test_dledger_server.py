@@ -1,0 +1,406 @@
+"""DLedger groups on real loopback sockets and real files, three members in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import replace
+
+import pytest
+
+from ledgermq.dledger.client import DLedgerClient, DLedgerError
+from ledgermq.dledger.kv import KVStateMachine
+from ledgermq.dledger.member import MemberConfig
+from ledgermq.dledger.protocol import Code, RequestCode, encode_append_request
+from ledgermq.dledger.server import DLedgerServer
+from ledgermq.remoting.codec import RemotingCommand
+
+pytestmark = pytest.mark.timeout(60)
+
+GROUP = "g0"
+IDS = ["n0", "n1", "n2"]
+FAST = MemberConfig(
+    tick_ms=10,
+    election_ticks=15,
+    heartbeat_ticks=3,
+    data_file_size=1 << 20,
+    index_file_size=32 * 4096,
+)
+
+
+async def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class Cluster:
+    def __init__(self, tmp_path, state_machine=None, config: MemberConfig = FAST) -> None:
+        self.tmp_path = tmp_path
+        self.config = config
+        self.make_sm = state_machine
+        self.servers: dict[str, DLedgerServer] = {}
+        self.peers: dict[str, str] = {}
+
+    async def start(self) -> Cluster:
+        for i in IDS:
+            self.servers[i] = await DLedgerServer(
+                str(self.tmp_path / i), host="127.0.0.1", config=self.config
+            ).start()
+            self.peers[i] = f"127.0.0.1:{self.servers[i].port}"
+        for n, i in enumerate(IDS):
+            await self._add(i, n)
+        return self
+
+    async def _add(self, i: str, seed: int) -> None:
+        sm = self.make_sm() if self.make_sm else None
+        await self.servers[i].add_group(
+            GROUP, i, self.peers, state_machine=sm, rng=random.Random(seed)
+        )
+
+    def member(self, i: str):
+        return self.servers[i].members[GROUP]
+
+    def live(self) -> list[str]:
+        return [i for i in self.servers if GROUP in self.servers[i].members]
+
+    async def leader(self, timeout: float = 5.0, exclude: str | None = None) -> str:
+        def find():
+            leaders = [i for i in self.live() if i != exclude and self.member(i).is_leader]
+            return leaders[0] if len(leaders) == 1 else None
+
+        return await wait_for(find, timeout, "a single leader")
+
+    async def stop_server(self, i: str) -> None:
+        await self.servers[i].stop()
+
+    async def restart_server(self, i: str) -> None:
+        port = int(self.peers[i].rsplit(":", 1)[1])
+        server = DLedgerServer(
+            str(self.tmp_path / i), host="127.0.0.1", port=port, config=self.config
+        )
+        self.servers[i] = await server.start()
+        await self._add(i, 99)
+
+    async def stop(self) -> None:
+        for i in list(self.servers):
+            await self.servers[i].stop()
+
+    def client(self, **kw) -> DLedgerClient:
+        return DLedgerClient(GROUP, dict(self.peers), **kw)
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    c = await Cluster(tmp_path).start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+@pytest.fixture
+async def kv_cluster(tmp_path):
+    c = await Cluster(tmp_path, KVStateMachine).start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+async def test_elect_append_get_metadata(cluster):
+    leader = await cluster.leader()
+    async with cluster.client() as client:
+        index = await client.append(b"hello")
+        assert await client.get(index) == b"hello"
+        meta = await client.metadata()
+        assert meta["group"] == GROUP
+        assert meta["leaderId"] == leader
+        assert meta["term"] >= 1
+        assert set(meta["peers"]) == set(IDS)
+        assert meta["commitIndex"] >= index
+        # index 0 is the first leader's no-op
+        assert (await client.get_entries(0))[0].is_noop
+        batch = await client.append_batch([b"a", b"b", b"c"])
+        assert batch == [index + 1, index + 2, index + 3]
+        for i, body in zip(batch, [b"a", b"b", b"c"], strict=True):
+            assert await client.get(i) == body
+
+
+async def test_append_via_follower_is_redirected(cluster):
+    leader = await cluster.leader()
+    follower = next(i for i in IDS if i != leader)
+    async with cluster.client() as client:
+        client.leader_id = follower  # start at the wrong member
+        index = await client.append(b"redirected")
+        assert client.leader_id == leader
+        assert await client.get(index) == b"redirected"
+        with pytest.raises(DLedgerError) as err:
+            await client.call(RequestCode.APPEND, body=b"\0\0\0\1\0\0\0\1x", member=follower)
+        assert err.value.code == Code.NOT_LEADER
+        # the raw reply names the leader and where it listens
+        cmd = RemotingCommand(
+            code=RequestCode.APPEND,
+            ext_fields={"group": GROUP},
+            body=encode_append_request([b"y"]),
+        )
+        reply = await client._remoting.invoke(cluster.peers[follower], cmd, 3.0)
+        assert reply.code == Code.NOT_LEADER
+        assert reply.ext_fields["leaderId"] == leader
+        assert reply.ext_fields["leaderAddr"] == cluster.peers[leader]
+        assert "not the leader" in reply.remark
+        # a malformed body is refused with a reason
+        cmd = RemotingCommand(
+            code=RequestCode.APPEND, ext_fields={"group": GROUP}, body=b"\0\0\0\2\0"
+        )
+        reply = await client._remoting.invoke(cluster.peers[leader], cmd, 3.0)
+        assert reply.code == Code.UNEXPECTED_ARGUMENT and "cut off" in reply.remark
+
+
+async def test_many_appends_in_flight(cluster):
+    await cluster.leader()
+    async with cluster.client() as client:
+        bodies = [f"m{i}".encode() for i in range(300)]
+        indexes = await asyncio.gather(*(client.append(b) for b in bodies))
+        assert len(set(indexes)) == len(indexes)
+        order = sorted(range(len(bodies)), key=lambda k: indexes[k])
+        # all distinct; each readable at its index
+        for k in order[::7]:
+            assert await client.get(indexes[k]) == bodies[k]
+        # every member holds the same entries
+        top = max(indexes)
+        await wait_for(lambda: all(cluster.member(i).applied - 1 >= top for i in IDS))
+        for i in IDS:
+            got = await client.get_entries(top - 5, 6, member=i)
+            assert [e.index for e in got] == list(range(top - 5, top + 1))
+
+
+async def test_unknown_group_and_member(cluster):
+    await cluster.leader()
+    async with DLedgerClient("nope", dict(cluster.peers)) as client:
+        with pytest.raises(DLedgerError) as err:
+            await client.append(b"x")
+        assert err.value.code == Code.UNKNOWN_GROUP
+        assert "nope" in err.value.message
+    async with cluster.client() as client:
+        wrong = {"n0": cluster.peers["n1"]}
+        async with DLedgerClient(GROUP, wrong) as bad:
+            with pytest.raises(DLedgerError) as err:
+                await bad.metadata(member="n0")
+            assert err.value.code == Code.UNKNOWN_MEMBER
+        with pytest.raises(DLedgerError) as err:
+            await client.get(10_000)
+        assert err.value.code == Code.INDEX_OUT_OF_RANGE
+
+
+async def test_failover_and_catch_up(cluster):
+    old = await cluster.leader()
+    acked: dict[int, bytes] = {}
+    async with cluster.client() as client:
+        for k in range(20):
+            body = f"before-{k}".encode()
+            acked[await client.append(body)] = body
+        # writers keep appending while the leader goes away; each ack is a promise
+        stop = asyncio.Event()
+        errors: list[int] = []
+
+        async def writer(w: int) -> None:
+            k = 0
+            while not stop.is_set():
+                body = f"w{w}-{k}".encode()
+                k += 1
+                try:
+                    index = await client.append(body)
+                except DLedgerError as exc:
+                    errors.append(exc.code)
+                    continue
+                assert index not in acked, f"index {index} acknowledged twice"
+                acked[index] = body
+
+        writers = [asyncio.create_task(writer(w)) for w in range(8)]
+        await wait_for(lambda: len(acked) > 60, 5.0, "writers under way")
+        await cluster.stop_server(old)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        new = await cluster.leader(exclude=old)
+        assert new != old
+        body = b"after-failover"
+        index = await client.append(body)
+        assert loop.time() - t0 < 2.0
+        acked[index] = body
+        stop.set()
+        await asyncio.gather(*writers)
+        # only "outcome unknown" errors while the leader went away
+        assert set(errors) <= {Code.TERM_CHANGED, Code.NETWORK_ERROR, Code.TIMEOUT}, errors
+        for k in range(20):
+            body = f"after-{k}".encode()
+            acked[await client.append(body)] = body
+        survivors = [i for i in IDS if i != old]
+        top = max(acked)
+        await wait_for(lambda: all(cluster.member(i).applied - 1 >= top for i in survivors))
+        for i in survivors:
+            for idx, body in acked.items():
+                assert await client.get(idx, member=i) == body
+        # the old leader comes back, catches up and holds the same log
+        await cluster.restart_server(old)
+        await wait_for(lambda: cluster.member(old).applied - 1 >= top, 5.0, "catch up")
+        for idx, body in acked.items():
+            assert await client.get(idx, member=old) == body
+        logs = []
+        for i in IDS:
+            entries = []
+            for start in range(0, top + 1, 64):
+                got = await client.get_entries(start, 64, member=i)
+                entries += [(e.index, e.term, e.data) for e in got]
+            logs.append(entries[: top + 1])
+        assert logs[0] == logs[1] == logs[2]
+
+
+async def test_leadership_transfer(cluster):
+    leader = await cluster.leader()
+    target = next(i for i in IDS if i != leader)
+    async with cluster.client() as client:
+        await client.append(b"x")
+        with pytest.raises(DLedgerError) as err:
+            await client.transfer_leadership("n9")
+        assert err.value.code == Code.UNKNOWN_MEMBER
+        meta = await client.metadata(member=target)
+        assert meta["role"] == "follower" and meta["leaderId"] == leader
+        await client.transfer_leadership(target)
+        assert await cluster.leader() == target
+        index = await client.append(b"after-transfer")
+        assert client.leader_id == target
+        assert await client.get(index) == b"after-transfer"
+
+
+async def test_kv_put_get_cas(kv_cluster):
+    leader = await kv_cluster.leader()
+    async with kv_cluster.client() as client:
+        r = await client.put(b"k", b"v1")
+        assert r.ok and not r.found
+        assert await client.kv_get(b"k") == b"v1"
+        assert await client.kv_get(b"missing") is None
+        r = await client.cas(b"k", b"wrong", b"v2")
+        assert not r.ok and r.value == b"v1"
+        r = await client.cas(b"k", b"v1", b"v2")
+        assert r.ok and r.value == b"v2"
+        r = await client.cas(b"new", None, b"n1")
+        assert r.ok
+        r = await client.cas(b"new", None, b"n2")
+        assert not r.ok and r.value == b"n1"
+        # linearizable: a read right after a write sees it, also after a leader change
+        target = next(i for i in IDS if i != leader)
+        await client.transfer_leadership(target)
+        await client.put(b"k", b"v3")
+        assert await client.kv_get(b"k") == b"v3"
+        r = await client.delete(b"k")
+        assert r.found and r.value == b"v3"
+        assert await client.kv_get(b"k") is None
+        # every replica applied the same map
+        await wait_for(
+            lambda: (
+                len({repr(sorted(kv_cluster.member(i).state_machine.data.items())) for i in IDS})
+                == 1
+            )
+        )
+
+
+async def test_disk_full_gives_415_and_the_log_stays_intact(tmp_path):
+    from ledgermq.storage.disk import FaultyDisk, OsDisk
+
+    disk = FaultyDisk(OsDisk())
+    server = await DLedgerServer(
+        str(tmp_path / "solo"), host="127.0.0.1", config=FAST, disk=disk
+    ).start()
+    peers = {"n0": f"127.0.0.1:{server.port}"}
+    try:
+        member = await server.add_group(GROUP, "n0", peers, rng=random.Random(1))
+        await wait_for(lambda: member.is_leader, 5.0, "the single member to lead")
+        async with DLedgerClient(GROUP, peers, timeout=3.0) as client:
+            acked = {await client.append(f"ok-{k}".encode()): f"ok-{k}".encode() for k in range(5)}
+            disk.space_left = 100  # the next entry tears: ENOSPC
+            with pytest.raises(DLedgerError) as err:
+                await client.append(b"x" * 1000)
+            assert err.value.code == Code.DISK_FULL
+            assert "disk full" in err.value.message
+            disk.space_left = None  # space freed: the member takes appends again
+
+            async def append_when_ready() -> int:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 5.0
+                while True:
+                    try:
+                        return await client.append(b"after")
+                    except DLedgerError as exc:  # 415 for a cool-down second after ENOSPC
+                        if exc.code != Code.DISK_FULL or loop.time() > deadline:
+                            raise
+                    await asyncio.sleep(0.05)
+
+            index = await append_when_ready()
+            acked[index] = b"after"
+            for idx, body in acked.items():
+                assert await client.get(idx) == body
+    finally:
+        await server.stop()
+
+
+async def test_one_server_hosts_many_groups(cluster):
+    await cluster.leader()
+    for n, i in enumerate(IDS):  # (equal seeds would split every vote)
+        await cluster.servers[i].add_group("g1", i, cluster.peers, rng=random.Random(10 + n))
+    await wait_for(
+        lambda: sum(cluster.servers[i].members["g1"].is_leader for i in IDS) == 1,
+        5.0,
+        "a leader of g1",
+    )
+    async with (
+        cluster.client() as c0,
+        DLedgerClient("g1", dict(cluster.peers)) as c1,
+    ):
+        a = await c0.append_batch([b"g0-a", b"g0-b"])
+        b = await c1.append(b"g1-a")
+        assert await c0.get(a[1]) == b"g0-b"
+        assert await c1.get(b) == b"g1-a"
+        assert (await c1.metadata())["group"] == "g1"
+    for i in IDS:
+        assert (cluster.tmp_path / i / "g1" / f"dledger-{i}").is_dir()
+
+
+async def test_flush_interval_mode(tmp_path):
+    config = replace(FAST, flush_mode="interval", flush_interval_ms=5)
+    c = await Cluster(tmp_path, config=config).start()
+    try:
+        await c.leader()
+        async with c.client() as client:
+            indexes = await asyncio.gather(*(client.append(b"i%d" % k) for k in range(100)))
+            assert len(set(indexes)) == 100
+            assert (await client.metadata())["flushMode"] == "interval"
+            # the background flusher makes everything durable soon after
+            await wait_for(
+                lambda: all(c.member(i).storage.store.durable_index >= max(indexes) for i in IDS)
+            )
+    finally:
+        await c.stop()
+
+
+async def test_too_many_pending_appends_get_503(tmp_path):
+    c = await Cluster(tmp_path, config=replace(FAST, max_pending=8)).start()
+    try:
+        await c.leader()
+        async with c.client() as client:
+            results = await asyncio.gather(
+                *(client.append(b"p%d" % k) for k in range(200)), return_exceptions=True
+            )
+            full = [r for r in results if isinstance(r, DLedgerError)]
+            done = [r for r in results if isinstance(r, int)]
+            assert done and full
+            assert {e.code for e in full} == {Code.LEADER_PENDING_FULL}
+            assert len(set(done)) == len(done)
+    finally:
+        await c.stop()
