@@ -50,3 +50,8 @@ bench-recovery: $(STAMP)
 # Long seed sweep of the Raft simulation (CI runs 500 seeds x 2000 steps).
 sim: $(STAMP)
 	LEDGERMQ_SIM_SEEDS=10000 $(PY) -m pytest -q tests/sim -k sweep
+
+# DLedger against etcd 3.4 and PySyncObj in the same run (needs etcd: apt-get install etcd-server).
+.PHONY: bench-dledger
+bench-dledger: $(STAMP)
+	$(PY) bench/dledger_compare.py
