@@ -595,11 +595,9 @@ class MessageStore:
             props.append(pb)
             total += base + len(it.body) + len(pb)
         cl = self.commitlog
-        if total > cl.max_record_size():
-            return PutMessageResult(
-                PutMessageStatus.MESSAGE_ILLEGAL,
-                remark=f"{total} bytes do not fit a commitlog file ({cl.file_size})",
-            )
+        oversize = self._oversize(total)
+        if oversize is not None:
+            return oversize
         try:
             born_b = pack_host(born_ip, bool(sys_flag & _BORN_V6))
             store_b = pack_host(store_host[0], bool(sys_flag & _STORE_V6))
@@ -760,15 +758,23 @@ class MessageStore:
             total += p.size  # type: ignore[union-attr]
         return self._append(prepared, total, now)
 
-    def _append(self, prepared: list[_Prepared], total: int, now: int) -> PutMessageResult:
-        # The hot path of every send: one pass, no per-record containers beyond the
-        # three offset lists the result carries anyway.
+    def _oversize(self, total: int) -> PutMessageResult | None:
+        """Records are never split across commit log files, so one append must fit one."""
         cl = self.commitlog
         if total > cl.max_record_size():
             return PutMessageResult(
                 PutMessageStatus.MESSAGE_ILLEGAL,
                 remark=f"{total} bytes do not fit a commitlog file ({cl.file_size})",
             )
+        return None
+
+    def _append(self, prepared: list[_Prepared], total: int, now: int) -> PutMessageResult:
+        # The hot path of every send: one pass, no per-record containers beyond the
+        # three offset lists the result carries anyway.
+        cl = self.commitlog
+        oversize = self._oversize(total)
+        if oversize is not None:
+            return oversize
         try:
             phy0 = cl.reserve(total)
         except DiskError as e:
