@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from ledgermq.dledger.store import entry_store
 from ledgermq.dledger.store.entry_codec import (
     HEADER_SIZE,
     MAGIC_NOOP,
@@ -424,9 +425,14 @@ def test_hard_state_atomic_write_and_reload(tmp_path):
     s.close()
 
 
+@pytest.mark.parametrize("lean", [False, True], ids=["full", "lean"])
 @pytest.mark.parametrize("seed", range(int(os.environ.get("DLEDGER_STORE_SEEDS", "25"))))
-def test_random_crashes_never_lose_synced_entries(tmp_path, seed):
+def test_random_crashes_never_lose_synced_entries(tmp_path, seed, lean, monkeypatch):
     rng = random.Random(seed)
+    if lean:
+        # lean syncs (data only) that fall back to a full one every few entries
+        monkeypatch.setattr(entry_store, "LAZY_CHECKPOINT_ENTRIES", rng.choice([3, 8, 1000]))
+        monkeypatch.setattr(entry_store, "LAZY_CHECKPOINT_BYTES", rng.choice([500, 3000, 1 << 20]))
     disk = FaultyDisk(OsDisk(), track_unsynced=True)
     s = open_store(tmp_path, disk, recover_files=rng.choice([0, 1, 2, 3]))
     model: list[tuple[int, bytes]] = []
@@ -441,7 +447,7 @@ def test_random_crashes_never_lose_synced_entries(tmp_path, seed):
             s.append_batch(term, batch)
             model += [(term, b) for b in batch]
         elif op < 0.65:
-            s.sync()
+            s.sync(full=not lean or rng.random() < 0.2)
             durable = len(model)
         elif op < 0.75 and len(model) > s.begin_index:
             cut = rng.randint(max(s.begin_index, len(model) - 6), len(model))
@@ -613,3 +619,36 @@ def test_install_snapshot_boundary(tmp_path, follower_has):
     assert f.last_index == 39 and f.get(39) == entries[39]
     f.close()
     leader.close()
+
+
+def test_lean_sync_writes_data_only_and_recovery_rebuilds_the_index(tmp_path):
+    disk = FaultyDisk(OsDisk(), track_unsynced=True)
+    s = open_store(tmp_path, disk)
+    bodies = _fill(s, 5)
+    s.sync()
+    synced: list[str] = []
+    disk.on_sync = synced.append
+    bodies += _fill(s, 12, start=5)
+    assert s.sync(full=False) == 16
+    assert synced and all("/data/" in p for p in synced), synced
+    _fill(s, 3, start=17)  # never synced
+    disk.crash()  # loses the unsynced index entries and checkpoint as well
+    s = open_store(tmp_path, disk)
+    assert s.last_index == 16
+    assert [s.get(i).body for i in range(17)] == bodies
+    assert any("index entries" in n for n in s.recovery_notes), s.recovery_notes
+    s.close()
+
+
+def test_lean_syncs_catch_up_with_a_full_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(entry_store, "LAZY_CHECKPOINT_ENTRIES", 4)
+    disk = FaultyDisk(OsDisk(), track_unsynced=True)
+    s = open_store(tmp_path, disk)
+    synced: list[str] = []
+    disk.on_sync = synced.append
+    for i in range(10):
+        s.append(1, body(i))
+        s.sync(full=False)
+    assert any(p.endswith("checkpoint") for p in synced)
+    assert any("/index/" in p for p in synced)
+    s.close()

@@ -337,7 +337,12 @@ def test_ready_must_be_advanced_before_the_next_ready():
     else:
         raise AssertionError("a second ready() without advance() must fail")
     n.advance(rd)
-    assert n.role is Role.LEADER and not n.has_ready()
+    # its own write of the no-op is durable only now: that commits it, in one more Ready
+    assert n.role is Role.LEADER and n.commit == 1
+    rd = n.ready()
+    assert [e.kind for e in rd.committed_entries] == [ENTRY_NOOP]
+    n.advance(rd)
+    assert not n.has_ready()
 
 
 def test_read_index_confirms_leadership_with_a_heartbeat_round_without_writing():
@@ -410,3 +415,55 @@ def test_a_leader_hands_over_to_the_preferred_leader_once_it_is_reachable():
         c.tick()
         c.deliver()
     assert c.leaders() == ["c"], "and it stays there"
+
+
+def test_leader_replicates_before_its_own_write_but_counts_itself_only_once_durable():
+    c = cluster()
+    c.elect("a")
+    a = c.node("a")
+    index = a.propose(b"x")
+    rd = a.ready()
+    assert [e.index for e in rd.entries] == [index]
+    early = rd.messages[: rd.early]
+    assert early and all(m.type is MsgType.APPEND for m in early)
+    # the followers get the append, persist it and ack while the leader still writes
+    for m in early:
+        c.node(m.dst).step(m)
+    c.process_ready("b")
+    c.process_ready("c")
+    acks, c.outbox = c.outbox, []
+    for m in acks:
+        a.step(m)
+    # b and c hold it on disk: a quorum without the leader's own copy
+    assert a.commit == index
+    c.storages["a"].append(rd.entries)
+    a.advance(rd)
+    c.deliver()
+    assert applied_data(c, "a") == [b"x"]
+
+
+def test_a_leader_alone_commits_only_what_it_has_persisted():
+    c = cluster(n=1)
+    c.elect("a")
+    a = c.node("a")
+    index = a.propose(b"x")
+    rd = a.ready()
+    assert rd.early == 0 and a.commit == index - 1
+    assert index not in [e.index for e in rd.committed_entries]
+    c.storages["a"].append(rd.entries)
+    a.advance(rd)
+    assert a.commit == index
+
+
+def test_a_crashed_leaders_early_appends_may_survive_on_the_followers():
+    c = cluster()
+    c.elect("a")
+    c.node("a").propose(b"x")
+    c.crash("a")  # it wrote nothing of the entry, but its appends went out
+    c.deliver()
+    for _ in range(40):
+        c.tick("b", "c")
+        c.deliver()
+    leader = c.leaders()[0]
+    assert leader in ("b", "c")
+    assert applied_data(c, leader) == [b"x"]

@@ -3,6 +3,14 @@
     ledgermq dledger server --group G --id n0 --peers "n0-127.0.0.1:40911;n1-...;n2-..."
                             --store DIR [--preferred-leader n0] [--flush-mode durable|interval]
     ledgermq dledger append|get|metadata|transfer|kv|bench --peers ... --group G ...
+    ledgermq dledger member add-learner|add-voter --id n3 --addr host:port --peers ... -g G
+    ledgermq dledger member promote|remove --id n3 --peers ... -g G
+
+Adding a member to a running group: start its server with ``--join`` and ``--peers``
+listing the current members plus itself (its own entry gives its port), then
+``member add-learner`` it, wait until it caught up (``metadata --member n3``), and
+``member promote`` it. A member added this way keeps ``--join`` on restarts: its
+membership comes from its log or snapshot, not from ``--peers``.
 
 Indexes are DLedger's (0-based) everywhere.
 """
@@ -43,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--state-machine", choices=("log", "kv"), default="log", help="kv: key-value example"
     )
+    s.add_argument(
+        "--join",
+        action="store_true",
+        help="join a running group as a new member (added with 'member add-learner'); "
+        "--peers: the current members and this one",
+    )
+    s.add_argument(
+        "--snapshot-threshold",
+        type=int,
+        help="snapshot every N applied entries, 0 = never (default: 1000 with "
+        "--state-machine kv, never for the log-only one)",
+    )
 
     a = sub.add_parser("append", help="append entries, print their indexes")
     _client_args(a)
@@ -62,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("transfer", help="hand leadership to a member")
     _client_args(t)
     t.add_argument("--to", required=True, help="transferee id")
+
+    mb = sub.add_parser("member", help="change the group's membership (one member at a time)")
+    mb.add_argument("change", choices=("add-learner", "add-voter", "promote", "remove"))
+    _client_args(mb)
+    mb.add_argument("--id", required=True, help="the member to add, promote or remove")
+    mb.add_argument("--addr", help="host:port of a member being added")
 
     k = sub.add_parser("kv", help="key-value example: put/get/cas/delete")
     _client_args(k)
@@ -87,6 +113,8 @@ def run(command: str, argv: list[str]) -> int:
     setup_logging(args.verbose)
     if args.action == "server":
         return _run_server(args, parser)
+    if args.action == "member" and args.change.startswith("add") and not args.addr:
+        parser.error(f"member {args.change} needs --addr host:port")
     if args.action == "bench" and (args.size < 0 or args.inflight < 1 or args.batch < 1):
         parser.error("--inflight and --batch must be at least 1, --size at least 0")
     from ledgermq.dledger.client import DLedgerError
@@ -117,10 +145,13 @@ def _run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if args.preferred_leader and args.preferred_leader not in peers:
         parser.error(f"--preferred-leader {args.preferred_leader} is not among --peers")
     groups = [g.strip() for g in args.group.split(",") if g.strip()]
+    if args.snapshot_threshold is not None and args.snapshot_threshold < 0:
+        parser.error("--snapshot-threshold must be at least 0")
     config = MemberConfig(
         flush_mode=args.flush_mode,
         flush_interval_ms=args.flush_interval_ms,
         preferred_leader=args.preferred_leader,
+        snapshot_threshold=args.snapshot_threshold,
     )
     port = int(peers[args.id].rsplit(":", 1)[1])
     return run_async(lambda: _serve(args, groups, peers, port, config))
@@ -140,14 +171,14 @@ async def _serve(args: argparse.Namespace, groups: list[str], peers, port: int, 
     try:
         for group in groups:
             sm = KVStateMachine() if args.state_machine == "kv" else None
-            await server.add_group(group, args.id, peers, state_machine=sm)
+            await server.add_group(group, args.id, peers, state_machine=sm, join=args.join)
     except Exception as exc:
         print(f"ledgermq dledger server: cannot open the store: {exc}", file=sys.stderr)
         await server.stop()
         return 1
     print(
         f"DLedger server {args.id} of {','.join(groups)} listening on {peers[args.id]} "
-        f"(flush {config.flush_mode}, store {args.store})",
+        f"(flush {config.flush_mode}, store {args.store}{', joining' if args.join else ''})",
         flush=True,
     )
     await wait_for_shutdown_signal()
@@ -184,6 +215,9 @@ async def _client_action(args: argparse.Namespace) -> int:
         elif args.action == "transfer":
             await client.transfer_leadership(args.to)
             print(f"{args.to} leads {args.group}")
+        elif args.action == "member":
+            result = await _member_change(client, args)
+            print(json.dumps(result, indent=2, sort_keys=True))
         elif args.action == "kv":
             return await _kv(client, args)
         else:
@@ -200,6 +234,16 @@ async def _client_action(args: argparse.Namespace) -> int:
                 )
             return 0 if result["count"] > 0 else 1
     return 0
+
+
+async def _member_change(client: Any, args: argparse.Namespace) -> dict:
+    if args.change == "add-learner":
+        return await client.add_learner(args.id, args.addr)
+    if args.change == "add-voter":
+        return await client.add_voter(args.id, args.addr)
+    if args.change == "promote":
+        return await client.promote(args.id)
+    return await client.remove_member(args.id)
 
 
 async def _kv(client: Any, args: argparse.Namespace) -> int:

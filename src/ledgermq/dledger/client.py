@@ -208,6 +208,43 @@ class DLedgerClient:
         )
         self.leader_id = to_id
 
+    # ---- membership (CHANGE_MEMBERSHIP 51007, see protocol.py) ---------------------------
+
+    async def _change(
+        self, change_type: str, node_id: str, address: str = "", timeout: float | None = None
+    ) -> dict[str, Any]:
+        ext = {"changeType": change_type, "nodeId": node_id}
+        if address:
+            ext["address"] = address
+        reply = await self.call(
+            RequestCode.CHANGE_MEMBERSHIP, ext, timeout=timeout or max(self.timeout, 10.0)
+        )
+        result = decode_metadata(reply.body)
+        peers = result.get("peers")
+        if isinstance(peers, dict) and peers:
+            # reach exactly the members now (a removed one no longer knows the leader)
+            self.peers = {str(k): str(v) for k, v in peers.items()}
+            self._rotation = itertools.cycle(list(self.peers))
+        return result
+
+    async def add_learner(self, node_id: str, address: str, **kw: Any) -> dict[str, Any]:
+        """Add a new member that replicates the log but does not vote; returns once the
+        change is committed: {"index", "voters", "learners", "peers"}."""
+        return await self._change("add-learner", node_id, address, **kw)
+
+    async def add_voter(self, node_id: str, address: str, **kw: Any) -> dict[str, Any]:
+        """Add a new member straight in as a voter (add_learner + promote is safer: the
+        quorum grows only once the new member has caught up)."""
+        return await self._change("add-voter", node_id, address, **kw)
+
+    async def promote(self, node_id: str, **kw: Any) -> dict[str, Any]:
+        """Make a learner a voter, once it holds everything committed so far."""
+        return await self._change("promote", node_id, **kw)
+
+    async def remove_member(self, node_id: str, **kw: Any) -> dict[str, Any]:
+        """Remove a voter or learner (a removed leader steps down once it commits)."""
+        return await self._change("remove", node_id, **kw)
+
     # ---- the KV example state machine --------------------------------------------------
 
     async def _kv(self, c: KVCommand) -> KVResult:

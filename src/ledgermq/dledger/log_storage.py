@@ -1,8 +1,13 @@
-"""The one bridge between the Raft core's log and the durable `EntryStore`.
+"""The one bridge between the Raft core's log and the durable `EntryStore` (+ snapshots).
 
 Everything that knows both numberings lives here: the core counts entries from 1, the
-store (DLedger) from 0, so ``store index = raft index - 1``. When the core's StorageView
-grows (first_index/last_index/term/entries, snapshots), only this class changes.
+store (DLedger) from 0, so ``store index = raft index - 1``.
+
+The core reads the log through `_View` on demand (first_index/last_index/term/entries,
+snapshots, config entries) and keeps only unpersisted entries plus a bounded cache
+(``Config.max_cache_bytes``) in memory, so a member's memory does not grow with its log.
+Config entries (rare) are found at open by a strided scan of the index files' magic
+bytes (`EntryStore.indexes_with_magic`), not by reading the log.
 
 Hard state: term and vote are written (atomically, fsynced) the moment they change; a
 vote that is not on disk before the reply leaves could elect two leaders. The commit
@@ -10,29 +15,48 @@ index is only a hint (a restarted node learns it again from the leader), so it r
 along with those writes and is saved on close instead of costing two fsyncs per Ready.
 On load it is clamped to the stored log, because in flush-interval mode the entries it
 covers may not have survived a crash.
+
+Snapshots (`snapshot.SnapshotStore`, ``<member dir>/snapshot/``): at open the newest
+valid snapshot that covers the log's compaction point is loaded (older ones are the
+fallback when the newest is damaged). If the log does not hold the snapshot's last entry
+(crash recovery cut it below the snapshot, or a received snapshot was stored but the log
+not yet reset) the log is restarted right after the snapshot, from the entry store
+boundary carried in ``SnapshotMeta.context`` so ``pos`` and chainCrc continue exactly
+as on the leader.
 """
 
 from __future__ import annotations
 
-from ledgermq.dledger.core.types import ENTRY_NORMAL, Entry, HardState, SnapshotMeta
+import logging
+
+from ledgermq.dledger.core.types import (
+    ENTRY_CONFIG,
+    ENTRY_NORMAL,
+    Entry,
+    HardState,
+    Snapshot,
+    SnapshotMeta,
+)
 from ledgermq.dledger.protocol import LogEntry
+from ledgermq.dledger.snapshot import SnapshotError, SnapshotStore, decode_context
 from ledgermq.dledger.store.entry_store import EntryStore, HardStateFile, StoreError
 from ledgermq.storage.disk import Disk, DiskError
 
-_ENTRY_CONFIG = 3  # DLedger's config magic; the core's ENTRY_CONFIG
+log = logging.getLogger(__name__)
 
 
 class _View:
-    """The core's StorageView over the live store, for both generations of the core:
-    the one that reads everything at start (``hard_state()``, ``entries()``) and the one
-    that reads on demand (``first_index``/``last_index``/``term``/``entries(lo, hi)``,
-    snapshots, config entries). No snapshots are taken yet, so the log begins at 1."""
+    """The core's StorageView over the live store and snapshot files."""
 
-    __slots__ = ("_hs", "_store")
+    __slots__ = ("_config_idx", "_hs", "_snaps", "_store")
 
-    def __init__(self, hs: HardState, store: EntryStore) -> None:
+    def __init__(
+        self, hs: HardState, store: EntryStore, snaps: SnapshotStore, config_idx: list[int]
+    ) -> None:
         self._hs = hs
         self._store = store
+        self._snaps = snaps
+        self._config_idx = config_idx  # store (0-based) indexes of config entries at open
 
     def hard_state(self) -> HardState:
         return self._hs
@@ -49,32 +73,36 @@ class _View:
     def entries(
         self, lo: int | None = None, hi: int | None = None, max_bytes: int | None = None
     ) -> list[Entry]:
-        if lo is None:  # the first core: every stored entry
+        if lo is None:  # everything (tests and tools only: the node never asks for it)
             lo, hi = self.first_index(), self.last_index() + 1
         assert hi is not None
+        get = self._store.get
         out: list[Entry] = []
         size = 0
         for i in range(lo, hi):
-            e = _to_raft(self._store.get(i - 1))
-            size += len(e.data)
+            e = get(i - 1)
+            size += len(e.body)
             if out and max_bytes is not None and size > max_bytes:
                 break
-            out.append(e)
+            out.append(Entry(i, e.term, e.body, e.magic))
         return out
 
     def snapshot_meta(self) -> SnapshotMeta:
-        return SnapshotMeta()
+        return self._snaps.newest_meta()
 
-    def snapshot(self) -> None:
-        return None
+    def snapshot(self) -> Snapshot | None:
+        return self._snaps.newest()
 
     def config_entries(self) -> list[Entry]:
-        # rare entries: a scan at start-up is fine until the store keeps a side list
-        return [e for e in self.entries() if e.kind == _ENTRY_CONFIG]
-
-
-def _to_raft(e) -> Entry:
-    return Entry(e.index + 1, e.term, e.body, e.magic)
+        """The config entries found at open (the node asks once, at construction)."""
+        # entries after the snapshot: raft index > meta.index, i.e. 0-based >= meta.index
+        lo = self._snaps.newest_meta().index
+        out = []
+        for i in self._config_idx:
+            if i >= lo and i <= self._store.last_index:
+                e = self._store.get(i)
+                out.append(Entry(i + 1, e.term, e.body, e.magic))
+        return out
 
 
 class RaftLogStorage:
@@ -95,22 +123,68 @@ class RaftLogStorage:
             index_file_size=index_file_size,
         )
         self.hard = HardStateFile.for_store(self.store)
+        self.snapshots = SnapshotStore(disk, self.store.root)
         self._term = 0
         self._vote = ""
         self._commit = 0  # raft numbering
 
     def open(self) -> _View:
-        self.store.open()
-        self.hard.load()
-        if self.store.begin_index != 0:
-            raise RuntimeError(
-                f"{self.store.root}: log begins at {self.store.begin_index}; snapshots are "
-                "not supported by this driver yet"
-            )
+        """Open the store and the snapshots; the newest usable snapshot (if any) is
+        ``view.snapshot()`` for the driver to restore its state machine from."""
+        store = self.store
+        store.open()
+        try:
+            self.hard.load()
+            try:
+                snap = self.snapshots.open(store.begin_index)
+            except (SnapshotError, DiskError) as exc:
+                raise StoreError(f"{store.root}: cannot load a snapshot: {exc}") from exc
+            if snap is None and store.begin_index > 0:
+                raise StoreError(
+                    f"{store.root}: the log begins at {store.begin_index} but there is no "
+                    "snapshot covering the entries before it"
+                )
+            if snap is not None:
+                self._continue_after(snap.meta)
+        except BaseException:
+            store.close()
+            raise
         self._term, self._vote = self.hard.term, self.hard.vote
-        self._commit = max(0, min(self.hard.commit_index + 1, self.store.last_index + 1))
+        self._commit = max(0, min(self.hard.commit_index + 1, store.last_index + 1))
         hs = HardState(self._term, self._vote or None, self._commit)
-        return _View(hs, self.store)
+        config_idx = store.indexes_with_magic(ENTRY_CONFIG)
+        return _View(hs, store, self.snapshots, config_idx)
+
+    def _continue_after(self, meta: SnapshotMeta) -> None:
+        """Make the log hold the snapshot's last entry (index meta.index - 1 in the
+        store) or, if it does not, restart it right after the snapshot."""
+        store = self.store
+        last = meta.index - 1  # 0-based
+        if store.begin_index - 1 <= last <= store.last_index and store.term_at(last) == meta.term:
+            return
+        log.warning(
+            "%s: the log (%d..%d) does not hold snapshot entry %d (term %d); restarting "
+            "the log after the snapshot",
+            store.root,
+            store.begin_index,
+            store.last_index,
+            last,
+            meta.term,
+        )
+        self._reset_to(meta)
+
+    def _reset_to(self, meta: SnapshotMeta) -> None:
+        store = self.store
+        boundary, _ = decode_context(meta.context)
+        if boundary is None or boundary[0] != meta.term:
+            # a snapshot without our context (another implementation): the log still
+            # continues correctly, only pos/chainCrc start afresh
+            log.warning("%s: snapshot %d carries no store boundary", store.root, meta.index - 1)
+            boundary = (meta.term, 0, 0)
+        store.reset_prefix(meta.index, prev=boundary)
+        if store.last_index >= meta.index:
+            # the whole stored log is replaced by the snapshot (MemoryStorage.apply_snapshot)
+            store.truncate_suffix(meta.index)
 
     # ---- writes (driver loop only) -------------------------------------------------
 
@@ -152,15 +226,51 @@ class RaftLogStorage:
             self.hard.save(hs.term, vote, hs.commit - 1)
             self._term, self._vote = hs.term, vote
 
-    def sync(self) -> int:
+    def sync(self, full: bool = True) -> int:
         """fsync everything appended so far (safe to run in a worker thread while the
-        loop thread only reads)."""
-        return self.store.sync()
+        loop thread only reads). ``full=False``: the data only (see `EntryStore.sync`)."""
+        return self.store.sync(full=full)
 
     def needs_sync(self) -> bool:
         return self.store.durable_index != self.store.last_index
 
+    # ---- snapshots (driver loop only, except save_snapshot_files) -----------------------
+
+    def boundary(self, raft_index: int) -> tuple[int, int, int]:
+        """The entry store boundary (term, chainCrc, end offset) of a raft index, for
+        `SnapshotMeta.context`."""
+        return self.store.boundary(raft_index - 1)
+
+    def save_snapshot_files(self, snap: Snapshot) -> bool:
+        """Write the snapshot files (may run in a worker thread: touches only
+        ``snapshot/``). False if a snapshot at or after it is already kept."""
+        return self.snapshots.save(snap)
+
+    def install_snapshot(self, snap: Snapshot) -> None:
+        """A snapshot received from the leader (``Ready.snapshot``), its files already
+        written: the whole stored log is replaced; it restarts after the snapshot."""
+        self.store.sync()
+        self._reset_to(snap.meta)
+        self._commit = max(self._commit, snap.meta.index)
+
+    def compact(self, raft_index: int) -> bool:
+        """Drop stored entries <= `raft_index` (covered by a kept snapshot)."""
+        store = self.store
+        if raft_index <= store.begin_index:
+            return False
+        kept = self.snapshots.indexes()
+        assert kept and raft_index <= kept[-1], (
+            f"compact({raft_index}) is not covered by a snapshot ({kept})"
+        )
+        store.reset_prefix(min(raft_index, store.last_index + 1))
+        return True
+
     # ---- reads ----------------------------------------------------------------------
+
+    @property
+    def begin_index(self) -> int:
+        """DLedger numbering: the first stored entry."""
+        return self.store.begin_index
 
     @property
     def last_index(self) -> int:

@@ -47,9 +47,19 @@ from ledgermq.dledger.core import (
     Ready,
     Role,
 )
-from ledgermq.dledger.core.types import ENTRY_NORMAL, ErrorCode
+from ledgermq.dledger.core.types import (
+    ENTRY_CONFIG,
+    ENTRY_NORMAL,
+    ConfChangeType,
+    ConfigChange,
+    ConfState,
+    ErrorCode,
+    Snapshot,
+    decode_config,
+)
 from ledgermq.dledger.log_storage import RaftLogStorage
 from ledgermq.dledger.protocol import Code, LogEntry
+from ledgermq.dledger.snapshot import SnapshotError, decode_context, encode_context
 from ledgermq.dledger.statemachine import LogOnlyStateMachine, StateMachine
 from ledgermq.dledger.store.entry_store import StoreError, StoreFullError
 from ledgermq.storage.disk import Disk, DiskError, DiskFullError, OsDisk
@@ -57,6 +67,7 @@ from ledgermq.storage.disk import Disk, DiskError, DiskFullError, OsDisk
 log = logging.getLogger(__name__)
 
 FLUSH_MODES = ("durable", "interval")
+DEFAULT_SNAPSHOT_THRESHOLD = 1000  # DLedger's snapshotThreshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +86,26 @@ class MemberConfig:
     data_file_size: int = 1 << 30
     index_file_size: int = 1 << 25  # 1 Mi entries of 32 bytes per index file
     preferred_leader: str | None = None
+    # take a snapshot every this many applied entries (DLedger's snapshotThreshold);
+    # 0 = never; None = 1000 unless the state machine is the log-only default (whose
+    # product is the log itself, so it is never compacted)
+    snapshot_threshold: int | None = None
+    max_cache_bytes: int = 4 << 20  # stable entries the node keeps in memory
+    # durable mode: a Ready with at most this much entry data is fsynced on the loop
+    # thread (an fdatasync of a small write is cheaper than a thread pool round trip);
+    # larger ones in the executor, so the loop keeps reading meanwhile
+    inline_sync_bytes: int = int(__import__("os").environ.get("XINLINE", 256 << 10))
+    # a leader's empty appends (they only carry the commit index) wait up to this long
+    # for the next append to the same follower and ride along with it: at low load that
+    # halves the messages (each is answered); the follower applies that much later
+    commit_hold_ms: float = 2.0
+    snapshot_chunk_bytes: int = 1 << 20  # data per INSTALL_SNAPSHOT message
 
     def __post_init__(self) -> None:
         if self.flush_mode not in FLUSH_MODES:
             raise ValueError(f"flush mode {self.flush_mode!r} is not one of {FLUSH_MODES}")
+        if self.snapshot_threshold is not None and self.snapshot_threshold < 0:
+            raise ValueError(f"snapshot_threshold {self.snapshot_threshold} is negative")
 
     def raft_config(self) -> Config:
         extra = {}
@@ -91,6 +118,8 @@ class MemberConfig:
             max_msg_entries=self.max_msg_entries,
             max_msg_bytes=self.max_msg_bytes,
             preferred_leader=self.preferred_leader,
+            max_cache_bytes=self.max_cache_bytes,
+            snapshot_chunk_bytes=self.snapshot_chunk_bytes,
             **extra,
         )
 
@@ -192,16 +221,30 @@ class Member:
         disk: Disk | None = None,
         executor: Executor | None = None,
         rng: random.Random | None = None,
+        join: bool = False,
+        flush: Callable[[], None] | None = None,
     ) -> None:
-        if self_id not in peers:
+        """`peers`: id -> address. Normally the group's initial voters, self included.
+        With ``join=True`` this member is being added to a running group: `peers` are
+        addresses to reach (the current members; self may be among them), and the
+        member starts with no configuration and learns it from the leader's log or
+        snapshot (the leader adds it with a membership change). Keep passing
+        ``join=True`` when restarting a member that was added this way."""
+        if self_id not in peers and not join:
             raise ValueError(f"self id {self_id!r} is not among the peers {sorted(peers)}")
         self.group = group
         self.self_id = self_id
+        self.join = join
+        # every address this member knows (bootstrap peers, config entries, snapshot
+        # context); `peers` is the part that belongs to current members
+        self._addresses: dict[str, str] = dict(peers)
+        self._bootstrap = [] if join else list(peers)
         self.peers = dict(peers)
         self.store_dir = store_dir
         self.config = config or MemberConfig()
         self.state_machine: StateMachine = state_machine or LogOnlyStateMachine()
         self._send = send
+        self._flush = flush  # pushes what `send` buffered onto the wire
         self._disk = disk or OsDisk()
         self._executor = executor
         self._rng = rng or random.Random()
@@ -211,6 +254,11 @@ class Member:
         self.applied = 0  # raft numbering
         self._initial_state = self.state_machine.snapshot()
         self._pending: dict[int, _Pending] = {}  # raft index -> proposal
+        # submitted, proposed by the driver loop all at once: (bodies, futures, deadline)
+        self._queued: list[tuple[list[bytes], list[asyncio.Future[Any]], float]] = []
+        self._queued_n = 0
+        self._held: list[Message] = []  # commit-only appends waiting (commit_hold_ms)
+        self._held_timer: asyncio.TimerHandle | None = None
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_seq = 0
         self._apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -222,6 +270,17 @@ class Member:
         self._ticks = 0
         self._disk_trouble: tuple[float, int, str] | None = None  # (until, code, why)
         self._running = False
+        threshold = self.config.snapshot_threshold
+        if threshold is None:
+            log_only = isinstance(self.state_machine, LogOnlyStateMachine)
+            threshold = 0 if log_only else DEFAULT_SNAPSHOT_THRESHOLD
+        self.snapshot_threshold = threshold
+        self._snap_index = 0  # raft index of the newest stored snapshot
+        self._snap_task: asyncio.Task[None] | None = None  # saving or compacting
+        self._compact_retry_at = 0.0  # loop time of the next compaction attempt (0: none)
+        self._applied_conf = ConfState()  # the configuration in effect at `applied`
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
 
     # ---- life cycle ------------------------------------------------------------------
 
@@ -242,16 +301,34 @@ class Member:
             index_file_size=self.config.index_file_size,
         )
         view = self.storage.open()
+        snap = view.snapshot() if view.snapshot_meta().index else None
+        if view.snapshot_meta().index and snap is None:
+            self.storage.close()
+            self.storage = None
+            raise StoreError(f"{self.group}/{self.self_id}: the newest snapshot is unreadable")
+        # addresses: the snapshot's, then those recorded by config entries in the log
+        if snap is not None:
+            self._addresses.update(decode_context(snap.meta.context)[1])
+        for e in view.config_entries():
+            self._learn_config_entry(e)
         self.node = RaftNode(
-            self.self_id, list(self.peers), view, self.config.raft_config(), self._rng
+            self.self_id, self._bootstrap, view, self.config.raft_config(), self._rng
         )
-        self.applied = 0
-        self.state_machine.restore(self._initial_state)
+        if snap is not None:
+            self.state_machine.restore(snap.data)
+            self.applied = self._snap_index = snap.meta.index
+        else:
+            self.state_machine.restore(self._initial_state)
+            self.applied = self._snap_index = 0
+        # the configuration at or below the applied index (the core's history item 0)
+        self._applied_conf = self.node.conf_history[0][2]
+        self._refresh_peers()
         self._wake.set()  # committed entries from the disk are replayed at once
 
     async def stop(self) -> None:
         self._running = False
         self._wake.set()
+        await self._wait_snapshot_task()
         for task in (self._task, self._flusher):
             if task is None:
                 continue
@@ -324,6 +401,10 @@ class Member:
             "commitIndex": node.commit - 1,
             "appliedIndex": self.applied - 1,
             "lastIndex": storage.last_index,
+            "beginIndex": storage.begin_index,
+            "snapshotIndex": self._snap_index - 1,
+            "voters": list(node.conf.voters),
+            "learners": list(node.conf.learners),
             "flushMode": self.config.flush_mode,
         }
 
@@ -338,6 +419,13 @@ class Member:
             )
         count = max(1, min(count, self.config.max_get_entries, top - index + 1))
         storage = self._storage()
+        if index < storage.begin_index:
+            raise MemberError(
+                Code.INDEX_LESS_THAN_LOCAL_BEGIN,
+                f"entry {index} is compacted into a snapshot on {self.self_id} (the log "
+                f"begins at {storage.begin_index})",
+                self.leader_id,
+            )
         try:
             return [storage.get(i) for i in range(index, index + count)]
         except StoreError as exc:
@@ -357,35 +445,53 @@ class Member:
             if trouble[0] > self._loop.time():
                 raise MemberError(trouble[1], trouble[2], node.leader_id)
             self._disk_trouble = None
+        if node.transferee is not None:
+            raise MemberError(
+                Code.LEADER_TRANSFERRING, f"transferring to {node.transferee}", node.leader_id
+            )
         # the whole batch or nothing: a batch cut short by the core's own bound would
         # leave the client not knowing which of its entries went in
-        core_pending = getattr(node, "pending_proposals", None)  # the core since snapshots
-        uncommitted = max(len(self._pending), core_pending() if core_pending else 0)
+        uncommitted = max(len(self._pending), node.pending_proposals()) + self._queued_n
         if uncommitted + len(bodies) > self.config.max_pending:
             raise MemberError(
                 Code.LEADER_PENDING_FULL,
                 f"{uncommitted} appends are already waiting on {self.self_id}",
                 node.leader_id,
             )
-        deadline = self._loop.time() + self.config.request_timeout
-        futures: list[asyncio.Future[Any]] = []
-        for body in bodies:
-            r = node.propose(body)
-            if isinstance(r, ProposeError):
-                if not futures:
-                    raise _error(r)
-                break  # cannot happen mid-batch (role is unchanged); earlier ones stand
-            fut = self._loop.create_future()
-            stale = self._pending.get(r)
-            if stale is not None and not stale.future.done():
-                # lost and regained leadership between two Readies: that entry is gone
-                stale.future.set_exception(
-                    MemberError(Code.TERM_CHANGED, f"entry {r - 1} was replaced", node.id)
-                )
-            self._pending[r] = _Pending(node.term, fut, deadline)
-            futures.append(fut)
+        # proposed by the driver loop together with everything else submitted before it
+        # wakes: one core call and one round of appends for the lot (principle 8)
+        create = self._loop.create_future
+        futures = [create() for _ in bodies]
+        self._queued.append((bodies, futures, self._loop.time() + self.config.request_timeout))
+        self._queued_n += len(bodies)
         self._wake.set()
         return futures
+
+    def _propose_queued(self, node: RaftNode) -> None:
+        queued, self._queued = self._queued, []
+        self._queued_n = 0
+        bodies = queued[0][0] if len(queued) == 1 else [b for q in queued for b in q[0]]
+        r = node.propose_many(bodies)
+        if isinstance(r, ProposeError):
+            for _, futures, _ in queued:
+                exc = _error(r)
+                for fut in futures:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            return
+        term = node.term
+        pending = self._pending
+        index = r
+        for _, futures, deadline in queued:
+            for fut in futures:
+                stale = pending.get(index)
+                if stale is not None and not stale.future.done():
+                    # lost and regained leadership between two Readies: that entry is gone
+                    stale.future.set_exception(
+                        MemberError(Code.TERM_CHANGED, f"entry {index - 1} was replaced", node.id)
+                    )
+                pending[index] = _Pending(term, fut, deadline)
+                index += 1
 
     async def propose(self, data: bytes) -> tuple[int, object]:
         """Propose one entry; (DLedger index, state machine result) once applied."""
@@ -486,13 +592,25 @@ class Member:
             node = self.node
             assert node is not None
             try:
+                if self._queued:
+                    self._propose_queued(node)
                 while self._running and node.has_ready():
                     rd = node.ready()
-                    await self._persist(rd)
-                    self._send_all(rd.messages)
+                    early = rd.early
+                    if early:
+                        # a leader's appends go out before its own write (thesis 10.2.1;
+                        # the core counts its copy once advance() says it is durable)
+                        self._send_all(rd.messages[:early])
+                        await self._persist(rd)
+                        self._send_all(rd.messages[early:])
+                    else:
+                        await self._persist(rd)
+                        self._send_all(rd.messages)
                     self._apply(rd)
                     node.advance(rd)
                     self._after_ready(node)
+                    if self._queued:
+                        self._propose_queued(node)
             except (StoreError, DiskError) as exc:
                 await self._reload_after(exc)
             except Exception as exc:
@@ -503,31 +621,86 @@ class Member:
     async def _persist(self, rd: Ready) -> None:
         storage = self.storage
         assert storage is not None
+        if rd.snapshot is not None or rd.conf_state is not None:
+            await self._persist_snapshot_and_conf(rd)  # snapshot first; learn addresses
         if not rd.entries:
             if rd.hard_state is not None:
                 # term/vote: its own small file, fsynced; commit alone: kept in memory
                 storage.save_hard_state(rd.hard_state)
             return
-        # the lock keeps the interval flusher's fsync (in a thread) off the store while
-        # the loop thread writes to it
-        async with self._store_lock:
+        durable = self.config.flush_mode == "durable"
+        lock = self._store_lock
+        if not lock.locked() and (
+            not durable or sum(len(e.data) for e in rd.entries) <= self.config.inline_sync_bytes
+        ):
+            # no one is using the store and nothing here awaits: no lock needed. The
+            # lean sync fsyncs the data only (the store's index and checkpoint follow
+            # later; recovery rebuilds them from the data)
             storage.append(rd.entries)
             if rd.hard_state is not None:
                 storage.save_hard_state(rd.hard_state)
-            if self.config.flush_mode == "durable":
-                await self._loop.run_in_executor(self._executor, storage.sync)
+            if durable:
+                storage.sync(full=False)
+            return
+        # the lock keeps the interval flusher's fsync (in a thread) off the store while
+        # the loop thread writes to it
+        async with lock:
+            storage.append(rd.entries)
+            if rd.hard_state is not None:
+                storage.save_hard_state(rd.hard_state)
+            if durable:
+                await self._loop.run_in_executor(self._executor, storage.sync, False)
 
-    def _send_all(self, messages: list[Message]) -> None:
-        peers = self.peers
-        send = self._send
+    def _send_all(self, messages: list[Message], hold: bool = True) -> None:
+        if self._held:
+            messages = self._held + messages
+            self._held = []
         if len(messages) > 1:
             messages = coalesce(messages, self.config.max_msg_bytes)
+        if hold and self.config.commit_hold_ms > 0:
+            messages = self._hold_commit_only(messages)
+        peers = self.peers
+        send = self._send
         for m in messages:
             addr = peers.get(m.dst)
             if addr is not None:
                 send(addr, m)
+        if self._flush is not None:
+            self._flush()
+
+    def _hold_commit_only(self, messages: list[Message]) -> list[Message]:
+        """Keep back the empty appends to followers this batch says nothing else to;
+        they go out with the next messages to them, or when the hold time is up."""
+        held = [m for m in messages if m.type is MsgType.APPEND and not m.entries]
+        if not held:
+            return messages
+        busy = {m.dst for m in messages if m.type is not MsgType.APPEND or m.entries}
+        now: list[Message] = []
+        if busy:
+            held = [m for m in held if m.dst not in busy]
+            if not held:
+                return messages
+            now = [m for m in messages if m.dst in busy]
+        self._held = held
+        if self._held_timer is None:
+            self._held_timer = self._loop.call_later(
+                self.config.commit_hold_ms / 1000, self._send_held
+            )
+        return now
+
+    def _send_held(self) -> None:
+        self._held_timer = None
+        if self._held and self._running:
+            self._send_all([], hold=False)
 
     def _apply(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            # a snapshot from the leader replaced the log: reset the state machine to it
+            # (committed_entries is empty in this Ready)
+            self.state_machine.restore(rd.snapshot.data)
+            self.applied = rd.snapshot.meta.index
+            self._applied_conf = rd.snapshot.meta.conf
+            self._refresh_peers()
         entries: list[Entry] = rd.committed_entries
         if entries:
             sm = self.state_machine
@@ -542,6 +715,8 @@ class Member:
                         who = f"{self.group}/{self.self_id}"
                         log.exception("%s: apply of entry %d failed", who, e.index - 1)
                         error = MemberError(Code.INTERNAL_ERROR, f"apply failed: {exc}")
+                elif e.kind == ENTRY_CONFIG:
+                    self._apply_config(e)
                 self.applied = e.index
                 p = pending.pop(e.index, None) if pending else None
                 if p is None or p.future.done():
@@ -589,15 +764,236 @@ class Member:
             for to, fut in self._leader_waiters:
                 if node.leader_id == to and not fut.done():
                     fut.set_result(None)
+        threshold = self.snapshot_threshold
+        if (
+            threshold
+            and node.applied - self._snap_index >= threshold
+            and self._snap_task is None
+            and node.log.snapshot is None  # no received snapshot waiting to be stored
+        ):
+            self._take_snapshot(node)
+        elif (
+            self._compact_retry_at
+            and self._snap_task is None
+            and self._loop.time() >= self._compact_retry_at
+            and self.storage is not None
+        ):
+            # a follower held compaction back; it may have caught up or gone silent
+            self._compact_retry_at = 0.0
+            self._snap_task = self._loop.create_task(self._compact_task(self.storage))
+
+    # ---- snapshots -------------------------------------------------------------------------
+
+    def _take_snapshot(self, node: RaftNode) -> None:
+        """Right after advance(): the state machine is at node.applied. Serialize it here
+        (on the loop, so it is consistent), write the files in a worker thread, then
+        compact the log."""
+        storage = self.storage
+        if storage is None:
+            return
+        meta = node.snapshot_meta()
+        try:
+            boundary = storage.boundary(meta.index)
+        except StoreError as exc:
+            log.error("%s/%s: no snapshot: %s", self.group, self.self_id, exc)
+            return
+        addresses = {m: self._addresses[m] for m in meta.conf.members() if m in self._addresses}
+        meta = replace(meta, context=encode_context(boundary, addresses))
+        snap = Snapshot(meta, self.state_machine.snapshot())
+        self._snap_index = meta.index  # the next one is due `threshold` entries later
+        self._snap_task = self._loop.create_task(self._store_snapshot(storage, snap))
+
+    async def _store_snapshot(self, storage: RaftLogStorage, snap: Snapshot) -> None:
+        try:
+            saved = await self._loop.run_in_executor(
+                self._executor, storage.save_snapshot_files, snap
+            )
+            if saved:
+                self.snapshots_taken += 1
+                await self._compact(storage)
+        except (SnapshotError, StoreError, DiskError) as exc:
+            who = f"{self.group}/{self.self_id}"
+            log.error("%s: snapshot %d failed: %s", who, snap.meta.index - 1, exc)
+        finally:
+            self._snap_task = None
+
+    async def _compact(self, storage: RaftLogStorage) -> None:
+        """Drop the log prefix that every kept snapshot covers (so any of them can still
+        be completed by the log: the fallback when the newest is damaged), but never
+        what a recently active follower still needs (`compactable_index`)."""
+        async with self._store_lock:
+            node = self.node
+            if self.storage is not storage or node is None:
+                return
+            kept = storage.snapshots.indexes()
+            if not kept:
+                return
+            target = min(kept[0], node.compactable_index())
+            if storage.compact(target):
+                log.debug("%s/%s: log compacted up to %d", self.group, self.self_id, target - 1)
+            if target < kept[0]:
+                # try again after a follower had time to catch up or to count as silent
+                wait = 2 * self.config.election_ticks * self.config.tick_ms / 1000
+                self._compact_retry_at = self._loop.time() + wait
+
+    async def _compact_task(self, storage: RaftLogStorage) -> None:
+        try:
+            await self._compact(storage)
+        except (StoreError, DiskError) as exc:
+            log.error("%s/%s: compaction failed: %s", self.group, self.self_id, exc)
+        finally:
+            self._snap_task = None
+
+    async def _wait_snapshot_task(self) -> None:
+        task = self._snap_task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 30.0)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+
+    async def _persist_snapshot_and_conf(self, rd: Ready) -> None:
+        """Part of persist: a received snapshot is stored before anything else (its
+        files, then the log restarts after it), and a membership change updates the
+        address map before this Ready's messages go out."""
+        snap = rd.snapshot
+        if snap is not None:
+            storage = self.storage
+            assert storage is not None
+            self._addresses.update(decode_context(snap.meta.context)[1])
+            await self._wait_snapshot_task()  # one writer of snapshot/ at a time
+            await self._loop.run_in_executor(self._executor, storage.save_snapshot_files, snap)
+            async with self._store_lock:
+                storage.install_snapshot(snap)
+            self._snap_index = max(self._snap_index, snap.meta.index)
+            self.snapshots_installed += 1
+            log.info(
+                "%s/%s: installed snapshot %d (term %d) from the leader",
+                self.group,
+                self.self_id,
+                snap.meta.index - 1,
+                snap.meta.term,
+            )
+        if rd.conf_state is not None:
+            for e in rd.entries:
+                if e.kind == ENTRY_CONFIG:
+                    self._learn_config_entry(e)
+            self._refresh_peers(rd.conf_state)
+
+    # ---- membership -----------------------------------------------------------------------
+
+    def _learn_config_entry(self, e: Entry) -> None:
+        try:
+            change, _ = decode_config(e.data)
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s/%s: undecodable config entry %d", self.group, self.self_id, e.index)
+            return
+        if change.address:
+            self._addresses[change.node_id] = change.address
+
+    def _refresh_peers(self, conf: ConfState | None = None) -> None:
+        """`peers` = the members of the configuration in effect (`conf`, the newest in
+        the log) and of the committed one (a member being removed still talks to the
+        group until its removal commits: a removed leader needs the acks), with their
+        addresses, and self. Before a joining member knows any configuration: every
+        address it was given."""
+        conf = conf or self.conf
+        if not conf.voters:
+            self.peers = dict(self._addresses)
+            return
+        book = self._addresses
+        ids = [*conf.members(), *self._applied_conf.members(), self.self_id]
+        peers = {m: book[m] for m in ids if m in book}
+        missing = [m for m in conf.members() if m not in book]
+        if missing:
+            log.warning("%s/%s: no address known for members %s", self.group, self.self_id, missing)
+        self.peers = peers
+
+    def _apply_config(self, e: Entry) -> None:
+        """A config entry committed: members it removed are dropped from `peers` now."""
+        try:
+            self._applied_conf = decode_config(e.data)[1]
+        except (ValueError, KeyError, TypeError):
+            return
+        self._refresh_peers()
+
+    @property
+    def conf(self) -> ConfState:
+        node = self.node
+        assert node is not None
+        return node.conf
+
+    async def change_membership(
+        self, change: ConfigChange, timeout: float | None = None
+    ) -> tuple[int, ConfState]:
+        """Propose a single-server membership change on the leader and wait until it is
+        committed and applied here: (DLedger index of the config entry, the
+        configuration now). A promotion first waits (within `timeout`) until the
+        learner holds everything committed when it was asked (417 otherwise)."""
+        timeout = self.config.request_timeout if timeout is None else timeout
+        loop = self._loop
+        deadline = loop.time() + timeout
+        pause = self.config.tick_ms / 1000
+        adding = change.type in (ConfChangeType.ADD_LEARNER, ConfChangeType.ADD_VOTER)
+        if adding and not change.address:
+            raise MemberError(
+                Code.UNEXPECTED_ARGUMENT, f"adding {change.node_id} needs its address"
+            )
+        node = self._leader_node()
+        if change.type is ConfChangeType.PROMOTE and change.node_id in node.conf.learners:
+            goal = node.commit
+            while True:
+                node = self._leader_node()
+                pr = node.progress.get(change.node_id)
+                if pr is None or pr.match >= goal:
+                    break
+                if loop.time() + pause > deadline:
+                    raise MemberError(
+                        Code.FALL_BEHIND_TOO_MUCH,
+                        f"learner {change.node_id} holds {pr.match - 1}, not yet "
+                        f"{goal - 1}: not promoted",
+                        node.leader_id,
+                    )
+                await asyncio.sleep(pause)
+        while True:
+            node = self._leader_node()
+            if change.address:
+                # before the entry's Ready goes out, so the first append reaches it
+                self._addresses[change.node_id] = change.address
+            r = node.propose_config_change(change)
+            if not isinstance(r, ProposeError):
+                break
+            if r.code is not ErrorCode.LEADER_NOT_READY or loop.time() + pause > deadline:
+                raise _error(r)
+            await asyncio.sleep(pause)  # the previous change (or the no-op) is committing
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending[r] = _Pending(node.term, fut, deadline)
+        self._wake.set()
+        await fut
+        return r - 1, self.conf
+
+    def _leader_node(self) -> RaftNode:
+        node = self.node
+        if node is None:
+            raise MemberError(Code.DISK_ERROR, f"{self.self_id} is reopening its store")
+        if node.role is not Role.LEADER:
+            raise MemberError(Code.NOT_LEADER, f"{self.self_id} is not the leader", node.leader_id)
+        return node
 
     # ---- failures ------------------------------------------------------------------------
 
     def _fail_pending(self, code: int, why: str) -> None:
         pending, self._pending = self._pending, {}
+        queued, self._queued = self._queued, []
+        self._queued_n = 0
         leader = self.node.leader_id if self.node is not None else None
         for p in pending.values():
             if not p.future.done():
                 p.future.set_exception(MemberError(code, why, leader))
+        for _, futures, _ in queued:
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(MemberError(code, why, leader))
 
     def _fail_all(self, code: int, why: str) -> None:
         self._fail_pending(code, why)
@@ -626,6 +1022,7 @@ class Member:
             # refuse appends for a moment instead of failing each one on the disk again
             self._disk_trouble = (self._loop.time() + 1.0, code, why)
         self._fail_all(code, why + " (the entry may or may not be committed)")
+        await self._wait_snapshot_task()
         async with self._store_lock:
             if self.storage is not None:
                 self.storage.close()
@@ -650,6 +1047,6 @@ class Member:
             try:
                 async with self._store_lock:
                     if self.storage is storage:
-                        await self._loop.run_in_executor(self._executor, storage.sync)
+                        await self._loop.run_in_executor(self._executor, storage.sync, False)
             except (StoreError, DiskError) as exc:
                 log.error("%s/%s: background flush failed: %s", self.group, self.self_id, exc)

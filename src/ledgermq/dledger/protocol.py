@@ -38,7 +38,10 @@ Entry (``ENTRY_HEAD``, 21 bytes, then the data)::
 Snapshot tail (``SNAP_TAIL``, 36 bytes; snapshot chunks and their answers)::
 
     meta_index q | meta_term q | offset q | checksum u32 | data_len u32 | voters u16
-    | learners u16, then each member id as len u16 + UTF-8, then the chunk's data
+    | learners u16, then each member id as len u16 + UTF-8, then (flag 16: a meta is
+    present) the meta's context as len u16 + bytes (for the DLedger store: the store
+    boundary of the snapshot's last entry and the members' addresses, snapshot.py),
+    then the chunk's data
 
 Client bodies:
 
@@ -49,6 +52,17 @@ Client bodies:
     METADATA reply    JSON object (not on the hot path)
     INSTALL_SNAPSHOT  as a client request (not oneway): last_index q | last_term q
                       | crc32 u32 | data; servers answer 303 UNSUPPORTED for now
+    CHANGE_MEMBERSHIP 51007 (ours; DLedger has no membership change): extFields
+                      ``changeType`` (add-learner | add-voter | promote | remove),
+                      ``nodeId``, ``address`` (host:port, for the two adds); empty
+                      body. Served by the leader (others answer 404 with the leader);
+                      the reply (once the change is committed and applied on the
+                      leader) is JSON {"index": 0-based index of the config entry,
+                      "voters": [...], "learners": [...], "peers": {id: address}}.
+                      504 ILLEGAL_MEMBER_STATE for a change that does not fit the
+                      configuration, 505 LEADER_NOT_READY while another change is
+                      not committed yet, 417 FALL_BEHIND_TOO_MUCH for a promotion of
+                      a learner that does not catch up.
     USER_DEFINE       extFields ``requestTypeCode``; the body belongs to the state machine
 
 Malformed bodies raise `BodyError` (a ValueError) that names what is wrong.
@@ -84,6 +98,7 @@ class RequestCode(IntEnum):
     PUSH = 51004
     LEADERSHIP_TRANSFER = 51005
     INSTALL_SNAPSHOT = 51006
+    CHANGE_MEMBERSHIP = 51007  # ours: see the module doc
     USER_DEFINE = 59999
 
 
@@ -236,10 +251,16 @@ def _tail_parts(m: Message, parts: list[bytes]) -> None:
     for name in (*voters, *learners):
         parts.append(_U16.pack(len(name)))
         parts.append(name)
+    if m.snapshot is not None:  # flag 16: the meta's context follows the member names
+        ctx = bytes(meta.context)
+        if len(ctx) > 0xFFFF:
+            raise ValueError(f"snapshot context of {len(ctx)} bytes exceeds 65535")
+        parts.append(_U16.pack(len(ctx)))
+        parts.append(ctx)
     parts.append(bytes(m.data))
 
 
-def _decode_tail(buf: memoryview, pos: int, what: str) -> tuple[dict, int]:
+def _decode_tail(buf: memoryview, pos: int, what: str, has_meta: bool) -> tuple[dict, int]:
     total = len(buf)
     if pos + SNAP_TAIL.size > total:
         raise BodyError(f"{what}: snapshot section is cut off")
@@ -258,12 +279,22 @@ def _decode_tail(buf: memoryview, pos: int, what: str) -> tuple[dict, int]:
         except UnicodeDecodeError:
             raise BodyError(f"{what}: member name is not UTF-8") from None
         pos += n
+    context = b""
+    if has_meta:
+        if pos + 2 > total:
+            raise BodyError(f"{what}: snapshot context is cut off")
+        (n,) = _U16.unpack_from(buf, pos)
+        pos += 2
+        if pos + n > total:
+            raise BodyError(f"{what}: snapshot context claims {n} bytes, {total - pos} left")
+        context = bytes(buf[pos : pos + n])
+        pos += n
     if pos + dlen > total:
         raise BodyError(f"{what}: snapshot data claims {dlen} bytes, {total - pos} left")
     if index < 0 or term < 0 or offset < 0:
         raise BodyError(f"{what}: negative snapshot index, term or offset")
     fields = {
-        "meta": SnapshotMeta(index, term, ConfState(tuple(names[:nv]), tuple(names[nv:]))),
+        "meta": SnapshotMeta(index, term, ConfState(tuple(names[:nv]), tuple(names[nv:])), context),
         "offset": offset,
         "checksum": checksum,
         "data": bytes(buf[pos : pos + dlen]),
@@ -319,7 +350,7 @@ def decode_raft(body: bytes, src: str, dst: str, code: int | None = None) -> Mes
         entries, pos = _decode_entries(memoryview(body), pos, n, what)
     snap: dict = {}
     if flags & _FLAG_TAIL:
-        tail, pos = _decode_tail(memoryview(body), pos, what)
+        tail, pos = _decode_tail(memoryview(body), pos, what, bool(flags & _FLAG_META))
         snap = {
             "snapshot": tail["meta"] if flags & _FLAG_META else None,
             "data": tail["data"],

@@ -18,6 +18,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ledgermq.dledger.core.types import ConfChangeType, ConfigChange
 from ledgermq.dledger.member import Member, MemberConfig, MemberError
 from ledgermq.dledger.peers import PeerLinks
 from ledgermq.dledger.protocol import (
@@ -81,9 +82,11 @@ class DLedgerServer:
         state_machine: StateMachine | None = None,
         config: MemberConfig | None = None,
         rng: random.Random | None = None,
+        join: bool = False,
     ) -> Member:
         """Host `self_id`'s member of `group`; its files go to
-        ``<store_dir>/<group>/dledger-<self_id>/``."""
+        ``<store_dir>/<group>/dledger-<self_id>/``. ``join=True``: a member being added
+        to a running group (see `Member`)."""
         if group in self.members:
             raise ValueError(f"group {group!r} is already hosted here")
         if not group or "/" in group or group.startswith("."):
@@ -103,6 +106,8 @@ class DLedgerServer:
             disk=self.disk,
             executor=self._executor,
             rng=rng,
+            join=join,
+            flush=self.links.flush,
         )
         await member.start()
         self.members[group] = member
@@ -152,6 +157,7 @@ class DLedgerServer:
         d.register(RequestCode.METADATA, self._on_metadata)
         d.register(RequestCode.PULL, self._on_unsupported)
         d.register(RequestCode.USER_DEFINE, self._on_user_define)
+        d.register(RequestCode.CHANGE_MEMBERSHIP, self._on_change_membership)
 
     def _member(self, cmd: RemotingCommand) -> Member:
         group = cmd.ext_fields.get("group", "")
@@ -211,10 +217,13 @@ class DLedgerServer:
         return None
 
     # APPEND: requests that arrived in one read are proposed together, one task for all
-    async def _on_append(
-        self, conn: RemotingConnection, cmd: RemotingCommand
-    ) -> RemotingCommand | None:
-        return (await self._on_append_group(conn, [cmd]))[0]
+    def _on_append(self, conn: RemotingConnection, cmd: RemotingCommand) -> Any:
+        # proposed now (not when a task gets to it), answered when applied
+        return self._first(self._on_append_group(conn, [cmd]))
+
+    @staticmethod
+    async def _first(replies: Any) -> RemotingCommand | None:
+        return (await replies)[0]
 
     def _on_append_group(self, conn: RemotingConnection, cmds: list[RemotingCommand]) -> Any:
         waits: list[tuple[RemotingCommand, Member | None, Any]] = []
@@ -288,6 +297,46 @@ class DLedgerServer:
         except MemberError as exc:
             return self._error_reply(cmd, exc, member)
         return self._reply(cmd, Code.SUCCESS, None, member)
+
+    async def _on_change_membership(
+        self, conn: RemotingConnection, cmd: RemotingCommand
+    ) -> RemotingCommand:
+        """CHANGE_MEMBERSHIP (51007, see protocol.py): one single-server change."""
+        member: Member | None = None
+        try:
+            member = self._member(cmd)
+            ext = cmd.ext_fields
+            try:
+                kind = ConfChangeType(ext.get("changeType", ""))
+            except ValueError:
+                kinds = ", ".join(t.value for t in ConfChangeType)
+                return self._reply(
+                    cmd, Code.UNEXPECTED_ARGUMENT, f"'changeType' must be one of {kinds}", member
+                )
+            node_id = ext.get("nodeId", "")
+            if not node_id or any(c in node_id for c in ";-, \t\n"):
+                return self._reply(
+                    cmd, Code.UNEXPECTED_ARGUMENT, f"bad 'nodeId' {node_id!r}", member
+                )
+            address = ext.get("address", "")
+            if address:
+                host, colon, port = address.rpartition(":")
+                if not host or not colon or not port.isdigit():
+                    return self._reply(
+                        cmd, Code.UNEXPECTED_ARGUMENT, f"'address' {address!r} is not host:port"
+                    )
+            index, conf = await member.change_membership(ConfigChange(kind, node_id, address))
+        except MemberError as exc:
+            return self._error_reply(cmd, exc, member)
+        body = encode_metadata(
+            {
+                "index": index,
+                "voters": list(conf.voters),
+                "learners": list(conf.learners),
+                "peers": {m: member.peers[m] for m in conf.members() if m in member.peers},
+            }
+        )
+        return self._reply(cmd, Code.SUCCESS, None, member, body)
 
     def _on_unsupported(self, conn: RemotingConnection, cmd: RemotingCommand) -> RemotingCommand:
         return self._reply(cmd, Code.UNSUPPORTED, f"code {cmd.code} is not implemented")

@@ -5,9 +5,14 @@ on every member, on the event loop thread: keep it quick and deterministic (same
 same state, same results on every replica). The value it returns is what the proposing
 client gets back. Indexes are DLedger's (0-based).
 
-`snapshot`/`restore` serialize the whole state. Until the core takes snapshots the driver
-uses them for one thing: a member that must reload from disk (after a disk error) resets
-its state machine to the snapshot taken at start and replays the log.
+`snapshot`/`restore` serialize the whole state (deterministically: replicas compare
+equal after a restore). The driver calls `snapshot` right after applying an entry,
+every `MemberConfig.snapshot_threshold` entries, stores the bytes in
+``snapshot/snapshot_<index>/data`` and compacts the log; `restore` is called with the
+newest stored snapshot at start (then the log tail is replayed), with a snapshot
+received from the leader when this member fell behind the leader's compacted log, and
+with the state taken at construction when there is no snapshot (or after a disk error
+forces a reload).
 
 A state machine may also answer USER_DEFINE (59999) requests by implementing
 `UserRequestHandler`; the KV example (kv.py) does.

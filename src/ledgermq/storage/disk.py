@@ -145,6 +145,12 @@ class Disk(ABC):
     def sync_dir(self, path: str) -> None: ...
 
     @abstractmethod
+    def rename(self, src: str, dst: str) -> None:
+        """Renames a file or a directory (a file at `dst` is replaced; a directory at
+        `dst` must be absent or empty), then fsyncs the parent directory of `dst` (and
+        of `src` when it differs), so the rename survives a crash."""
+
+    @abstractmethod
     def usage(self, path: str) -> DiskUsage: ...
 
 
@@ -385,6 +391,17 @@ class OsDisk(Disk):
         except OSError as e:
             raise _wrap(e, "fsync dir", path) from e
 
+    def rename(self, src: str, dst: str) -> None:
+        try:
+            os.replace(src, dst)
+        except OSError as e:
+            raise _wrap(e, "rename", f"{src} -> {dst}") from e
+        parent = os.path.dirname(dst) or "."
+        self.sync_dir(parent)
+        src_parent = os.path.dirname(src) or "."
+        if os.path.abspath(src_parent) != os.path.abspath(parent):
+            self.sync_dir(src_parent)
+
     def usage(self, path: str) -> DiskUsage:
         try:
             u = shutil.disk_usage(path)
@@ -567,6 +584,11 @@ class FaultyDisk(Disk):
 
     def sync_dir(self, path: str) -> None:
         self.inner.sync_dir(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        # (only whole small files and directories of them are renamed, never open
+        # segments, so there is no unsynced segment state to carry over)
+        self.inner.rename(src, dst)
 
     def usage(self, path: str) -> DiskUsage:
         return self.usage_override or self.inner.usage(path)

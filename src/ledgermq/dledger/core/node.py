@@ -124,6 +124,10 @@ class Config:
         assert self.snapshot_chunk_bytes > 0 and self.max_snapshot_inflight > 0
 
 
+# what a leader may send before its own write of the same Ready is durable
+_EARLY = frozenset({MsgType.APPEND, MsgType.HEARTBEAT})
+
+
 class ProgressState(Enum):
     PROBE = "probe"  # one append at a time until the match point is found
     REPLICATE = "replicate"  # match known: stream appends, at most max_inflight unacked
@@ -368,14 +372,14 @@ class RaftNode:
             self.election_elapsed = 0
             self.campaign(transfer=False)
 
-    def _check_can_append(self) -> ProposeError | None:
+    def _check_can_append(self, n: int = 1) -> ProposeError | None:
         if self.role is not Role.LEADER:
             return ProposeError(ErrorCode.NOT_LEADER, self.leader_id, f"{self.id} is not leader")
         if self.transferee is not None:
             return ProposeError(
                 ErrorCode.LEADER_TRANSFERRING, self.id, f"transferring to {self.transferee}"
             )
-        if self.pending_proposals() >= self.config.max_pending_proposals:
+        if self.pending_proposals() + n > self.config.max_pending_proposals:
             return ProposeError(
                 ErrorCode.LEADER_PENDING_FULL,
                 self.id,
@@ -392,6 +396,24 @@ class RaftNode:
         self.log.append_new([Entry(index, self.term, bytes(data))])
         self._after_leader_append()
         return index
+
+    def propose_many(self, datas: list[bytes]) -> int | ProposeError:
+        """Propose several entries at once, all or none: the index of the first (they are
+        consecutive). One round of appends to the followers for the lot, instead of one
+        per entry."""
+        assert datas, "propose_many needs at least one entry"
+        err = self._check_can_append(len(datas))
+        if err is not None:
+            return err
+        first = index = self.log.last_index() + 1
+        term = self.term
+        entries = []
+        for data in datas:
+            entries.append(Entry(index, term, bytes(data)))
+            index += 1
+        self.log.append_new(entries)
+        self._after_leader_append()
+        return first
 
     def propose_config_change(self, change: ConfigChange) -> int | ProposeError:
         """Append a single-server membership change; it takes effect at once (on every
@@ -515,10 +537,22 @@ class RaftNode:
     def ready(self) -> Ready:
         assert self._outstanding is None, "call advance() with the previous Ready first"
         hs = self.hard_state()
+        msgs = self.msgs
+        early = 0
+        prev = self._prev_hs
+        if self.role is Role.LEADER and msgs and hs.term == prev.term and hs.vote == prev.vote:
+            # a leader whose term and vote are on disk may replicate before its own
+            # write finishes (its match moves only in advance(), see _leader_persisted)
+            term = self.term
+            first = [m for m in msgs if m.type in _EARLY and m.term == term]
+            early = len(first)
+            if early and early != len(msgs):
+                msgs = first + [m for m in msgs if not (m.type in _EARLY and m.term == term)]
         rd = Ready(
             entries=self.log.unstable_entries(),
             hard_state=hs if hs != self._prev_hs else None,
-            messages=self.msgs,
+            messages=msgs,
+            early=early,
             committed_entries=self.log.next_committed(self.config.max_apply_bytes),
             read_states=self.read_states,
             role=self.role,
@@ -541,6 +575,8 @@ class RaftNode:
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
+            if self.role is Role.LEADER:
+                self._leader_persisted()
         if rd.hard_state is not None:
             self._prev_hs = rd.hard_state
         self._prev_conf = self._ready_conf
@@ -690,7 +726,7 @@ class RaftNode:
         for p in sorted(set(self.conf.members()) | {self.id}):
             pr = Progress(last + 1, self.leader_ticks)
             if p == self.id:
-                pr.match = last
+                pr.match = self.log.unstable - 1  # what is on our disk (all, normally)
                 pr.state = ProgressState.REPLICATE
             self.progress[p] = pr
         # a no-op of our own term: committing it commits every earlier entry safely
@@ -957,8 +993,13 @@ class RaftNode:
                 break
         if pr.commit_sent < min(pr.match, self.log.commit):
             # the ack came after the commit moved: tell this follower now, not at the
-            # next heartbeat, so its state machine is not a heartbeat behind
-            self._heartbeat(peer, pr)
+            # next heartbeat, so its state machine is not a heartbeat behind. With
+            # nothing in flight, as an empty append: a driver may hold that back for a
+            # moment and merge it into the next append to this follower
+            if pr.state is ProgressState.REPLICATE and not pr.inflight:
+                self._send_append(peer)
+            else:
+                self._heartbeat(peer, pr)
 
     def _handle_snapshot_resp(self, peer: str, pr: Progress, m: Message) -> None:
         if pr.state is not ProgressState.SNAPSHOT or pr.snap is None:
@@ -1020,11 +1061,21 @@ class RaftNode:
         return False
 
     def _after_leader_append(self) -> None:
-        me = self.progress[self.id]
-        me.match = self.log.last_index()
-        me.next = me.match + 1
-        self._maybe_commit()
+        # the followers get new entries at once; the leader's own copy counts toward the
+        # commit quorum only when it is on disk (advance() -> _leader_persisted)
         self._broadcast_append()
+
+    def _leader_persisted(self) -> None:
+        """The driver persisted the leader's log up to ``log.unstable - 1``: its own
+        match moves there, which may commit (thesis 10.2.1: the leader writes its log
+        in parallel with replicating it; commit = a quorum of durable copies)."""
+        me = self.progress.get(self.id)
+        durable = self.log.unstable - 1
+        if me is not None and durable > me.match:
+            me.match = durable
+            me.next = durable + 1
+            if self._maybe_commit():
+                self._broadcast_append()
 
     def _broadcast_append(self) -> None:
         for p, pr in self.progress.items():

@@ -263,6 +263,10 @@ class Ready:
     ``conf_state`` is the membership now in effect when it changed since the previous
     Ready (config entries take effect when appended, before they commit): connect to new
     members, and stop talking to removed ones.
+
+    ``early``: the first ``early`` of ``messages`` may be sent before (or while) step 1
+    persists (a leader's appends and heartbeats of its persisted term, Raft thesis
+    10.2.1); the rest only after. Sending all of them after persisting is always right.
     """
 
     entries: list[Entry] = field(default_factory=list)
@@ -274,6 +278,7 @@ class Ready:
     leader_id: str | None = None
     snapshot: Snapshot | None = None
     conf_state: ConfState | None = None
+    early: int = 0
 
     def empty(self) -> bool:
         return not (

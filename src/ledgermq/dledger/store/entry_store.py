@@ -68,6 +68,9 @@ from ledgermq.storage.disk import Disk, DiskError, DiskFullError, Segment
 DEFAULT_DATA_FILE_SIZE = 1 << 30
 DEFAULT_INDEX_FILE_SIZE = 5_242_880 * INDEX_SIZE
 _CKPT_FILE_SIZE = 4096
+# a lean sync (data only) turns into a full one (index and checkpoint too) past these
+LAZY_CHECKPOINT_BYTES = 8 << 20
+LAZY_CHECKPOINT_ENTRIES = 8192
 # seq, durable index, its pos, term, chainCrc; begin index; entry begin-1's term, chainCrc,
 # end; the durable entry's end
 _CKPT_BODY = struct.Struct(">qqqqiqqiqq")
@@ -140,6 +143,10 @@ class EntryStore:
         self._index: dict[int, Segment] = {}
         self._ckpt_seg: Segment | None = None
         self._ckpt_seq = 0
+        # what the last checkpoint written claims (index, end offset); with lean syncs
+        # (`sync(full=False)`) it may lag the durable index
+        self._ckpt_index = -1
+        self._ckpt_end = 0
         self._dirty: dict[str, Segment] = {}
         self._begin = 0
         # (term, chainCrc, end offset) of entry begin-1, kept when a prefix is reset.
@@ -271,6 +278,7 @@ class EntryStore:
             (self._ckpt_seq % 2) * _CKPT_SLOT, body + _CKPT_CRC.pack(zlib.crc32(body))
         )
         self._ckpt_seg.sync()
+        self._ckpt_index, self._ckpt_end = index, end
 
     def _first_entry_index(self, start: int) -> int | None:
         seg = self._data[start]
@@ -712,6 +720,35 @@ class EntryStore:
             raise StoreCorruptError(f"entry {index}: chainCrc mismatch")
         return e
 
+    def indexes_with_magic(self, magic: int, lo: int | None = None) -> list[int]:
+        """Indexes >= `lo` (default begin) of the stored entries whose index entry has
+        `magic` (e.g. the rare config entries), found by a strided scan of the index
+        files' magic bytes at C speed. Candidates are checked against the full index
+        entry; read them with `get()` to verify the data."""
+        if not 0 <= magic <= 0xFF:
+            raise ValueError(f"magic {magic} cannot be scanned for")
+        lo = self._begin if lo is None else max(lo, self._begin)
+        hi = self._last_index + 1
+        out: list[int] = []
+        want = bytes((magic,))
+        per_file = self.index_file_size // INDEX_SIZE
+        i = lo
+        while i < hi:
+            base, off = self._index_loc(i)
+            n = min(hi - i, per_file - off // INDEX_SIZE)
+            seg = self._index_seg(base, create=False)
+            if seg is not None:
+                # the low byte of each big-endian magic, one per 32-byte entry
+                lows = seg.read(off, n * INDEX_SIZE)[3::INDEX_SIZE]
+                k = lows.find(want)
+                while k >= 0:
+                    rec = self._read_index(i + k)
+                    if rec is not None and rec[0] == magic and rec[3] == i + k:
+                        out.append(i + k)
+                    k = lows.find(want, k + 1)
+            i += n
+        return out
+
     def _data_at(self, pos: int, index: int) -> tuple[Segment, int]:
         start = pos - pos % self.data_file_size
         seg = self._data.get(start)
@@ -765,6 +802,9 @@ class EntryStore:
             (term, chain, end), last_pos = self._bprev, 0
         try:
             if self._durable >= from_index:
+                if self._ckpt_index < from_index - 1:
+                    # lean syncs left index entries below the new checkpoint unsynced
+                    self._sync_all()
                 if from_index > self._begin:
                     self._write_checkpoint(from_index - 1, last_pos, term, chain, end)
                 else:
@@ -868,14 +908,38 @@ class EntryStore:
                 seg.sync()
         self._dirty.clear()
 
-    def sync(self) -> int:
-        """fsyncs data then index, then checkpoints; returns the new durable index."""
+    def sync(self, *, full: bool = True) -> int:
+        """fsyncs data then index, then checkpoints; returns the new durable index.
+
+        ``full=False`` (the replication hot path) fsyncs only the data files: usually one
+        fdatasync instead of three. The entries are durable all the same: recovery scans
+        the data after the checkpoint, verifies it and rewrites the index entries from
+        it. The index files and the checkpoint catch up in the next full sync, which a
+        lean one does itself once `LAZY_CHECKPOINT_BYTES` or `LAZY_CHECKPOINT_ENTRIES`
+        piled up since the checkpoint, so recovery never has much to scan."""
         self._check_writable()
-        if self._durable == self._last_index and not self._dirty:
+        last = self._last_index
+        if self._durable == last and not self._dirty:
             return self._durable
+        if not full and (
+            self._write_pos - self._ckpt_end < LAZY_CHECKPOINT_BYTES
+            and last - self._ckpt_index < LAZY_CHECKPOINT_ENTRIES
+        ):
+            data_dir = self.data_dir
+            try:
+                for path, seg in list(self._dirty.items()):
+                    if path.startswith(data_dir):
+                        if not seg.closed:
+                            seg.sync()
+                        del self._dirty[path]
+            except DiskError as err:
+                self._failed = f"sync failed: {err}"
+                raise StoreError(f"sync failed, store must be reopened: {err}") from err
+            self._durable = last
+            return last
         try:
             self._sync_all()
-            if self._last_index >= self._begin and self._durable != self._last_index:
+            if self._last_index >= self._begin and self._ckpt_index != self._last_index:
                 self._write_checkpoint(
                     self._last_index,
                     self._last_pos,

@@ -99,12 +99,14 @@ class Cluster:
     def crash(self, nid: str, persist_entries: int = 0, persist_hard_state: bool = False):
         """Kill ``nid`` in the middle of writing its pending Ready: only the first
         ``persist_entries`` entries (and the hard state, if asked and every entry made
-        it) reach the disk; a pending snapshot (written first) does if anything does; no
-        message of that Ready was sent."""
+        it) reach the disk; a pending snapshot (written first) does if anything does; of
+        that Ready's messages only those a driver may send before persisting
+        (``Ready.early``: a leader's appends) went out."""
         node = self.nodes[nid]
         assert node is not None, f"{nid} is already down"
         if node.has_ready():
             rd = node.ready()
+            self.outbox.extend(rd.messages[: rd.early])
             k = min(persist_entries, len(rd.entries))
             if rd.snapshot is not None and (k > 0 or persist_hard_state):
                 self._persist_snapshot(nid, rd.snapshot)
