@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 from tests.procs import ServerProcess, free_port  # noqa: E402
 
 from ledgermq.dledger.client import DLedgerClient, DLedgerError  # noqa: E402
+from ledgermq.dledger.protocol import RequestCode, encode_append_request  # noqa: E402
 
 GROUP = "failover"
 IDS = ("n0", "n1", "n2")
@@ -57,14 +58,15 @@ async def one_round(tmp: Path, k: int, inflight: int) -> dict:
     }  # fmt: skip
     await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs.values()))
     client = DLedgerClient(GROUP, peers, timeout=10.0, request_timeout=0.5)
-    acks: list[float] = []
+    acks: list[tuple[float, str]] = []  # (when, the leader that answered)
     stop = asyncio.Event()
+    body = encode_append_request([b"x" * 1024])
 
     async def writer() -> None:
         while not stop.is_set():
             try:
-                await client.append(b"x" * 1024)
-                acks.append(time.monotonic())
+                reply = await client.call(RequestCode.APPEND, body=body)
+                acks.append((time.monotonic(), reply.ext_fields.get("leaderId", "")))
             except DLedgerError:
                 pass
 
@@ -84,9 +86,11 @@ async def one_round(tmp: Path, k: int, inflight: int) -> dict:
                 new_leader_at = time.monotonic()
             else:
                 await asyncio.sleep(0.005)
-        while not acks or acks[-1] <= killed:
+        # the first append acknowledged by another leader (replies the old one wrote
+        # before it died may still be read after the kill)
+        while not any(t > killed and who != old for t, who in acks):
             await asyncio.sleep(0.005)
-        first_ack = next(t for t in acks if t > killed)
+        first_ack = next(t for t, who in acks if t > killed and who != old)
         stop.set()
         await asyncio.gather(*tasks)
         return {

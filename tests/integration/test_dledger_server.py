@@ -350,6 +350,50 @@ async def test_disk_full_gives_415_and_the_log_stays_intact(tmp_path):
         await server.stop()
 
 
+async def test_an_entry_whose_fsync_failed_is_never_served(tmp_path):
+    """fsyncgate: after a failed fsync Linux marks the pages clean, so reading the entry
+    back and fsyncing again "succeeds". The reload must cut it, not serve it."""
+    from ledgermq.storage.disk import DiskError, FaultyDisk, OsDisk
+
+    disk = FaultyDisk(OsDisk())
+    armed = {"on": False}
+
+    def fail_once(path: str) -> None:
+        if armed["on"] and "/data/" in path:
+            armed["on"] = False
+            raise DiskError(f"fsync {path}: injected EIO")
+
+    disk.on_sync = fail_once
+    server = await DLedgerServer(
+        str(tmp_path / "solo"), host="127.0.0.1", config=FAST, disk=disk
+    ).start()
+    peers = {"n0": f"127.0.0.1:{server.port}"}
+    try:
+        member = await server.add_group(GROUP, "n0", peers, rng=random.Random(1))
+        await wait_for(lambda: member.is_leader, 5.0, "the single member to lead")
+        async with DLedgerClient(GROUP, peers, timeout=5.0) as client:
+            acked = {await client.append(f"ok-{k}".encode()): f"ok-{k}".encode() for k in range(3)}
+            armed["on"] = True
+            with pytest.raises(DLedgerError) as err:
+                await client.append(b"fsync-failed")
+            assert err.value.code == Code.DISK_ERROR
+            await wait_for(lambda: member.is_leader, 5.0, "the member to lead again")
+            index = None
+            while index is None:
+                try:
+                    index = await client.append(b"after")
+                except DLedgerError as exc:  # a second of 414s after the failure
+                    assert exc.code == Code.DISK_ERROR, exc
+                    await asyncio.sleep(0.05)
+            acked[index] = b"after"
+            stored = [e.data for e in await client.get_entries(0, index + 1)]
+            assert b"fsync-failed" not in stored, "an entry whose fsync failed was kept"
+            for idx, body in acked.items():
+                assert stored[idx] == body
+    finally:
+        await server.stop()
+
+
 async def test_one_server_hosts_many_groups(cluster):
     await cluster.leader()
     for n, i in enumerate(IDS):  # (equal seeds would split every vote)
@@ -404,3 +448,28 @@ async def test_too_many_pending_appends_get_503(tmp_path):
             assert len(set(done)) == len(done)
     finally:
         await c.stop()
+
+
+async def test_a_replica_told_to_overwrite_a_committed_entry_leaves_service(cluster):
+    """After a majority lost acknowledged entries (interval flush, power loss) a new
+    leader may contradict what a survivor already applied. The survivor must stop with a
+    reason, not crash its loop or apply anything more."""
+    from ledgermq.dledger.core import Entry, Message, MsgType
+
+    leader = await cluster.leader()
+    async with cluster.client() as client:
+        index = await client.append(b"committed")
+        follower = next(i for i in IDS if i != leader)
+        member = cluster.member(follower)
+        await wait_for(lambda: member.applied - 1 >= index, 5.0, "the follower to apply")
+        node = member.node
+        contradiction = Message(
+            MsgType.APPEND, leader, follower, node.term, index=index, log_term=node.log.term(index),
+            entries=(Entry(index + 1, node.term + 1, b"rewritten history"),), commit=index + 1,
+        )  # fmt: skip
+        member.step(contradiction)
+        assert member.diverged and "committed entry" in member.diverged
+        assert (await client.metadata(member=follower))["diverged"] == member.diverged
+        member.tick()  # still safe to drive
+        # the rest of the group carries on
+        assert await client.get(await client.append(b"later")) == b"later"

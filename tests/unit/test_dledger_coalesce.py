@@ -40,3 +40,29 @@ def test_non_continuing_appends_stay_apart():
     assert coalesce(msgs, 1 << 20) == msgs
     big = [append("n1", 4, 1, [5]), append("n1", 5, 2, [6])]
     assert len(coalesce(big, 1)) == 2
+
+
+async def test_commit_only_appends_wait_for_the_next_append_and_merge_into_it(tmp_path):
+    import asyncio
+
+    from ledgermq.dledger.member import Member, MemberConfig
+
+    sent: list[Message] = []
+    peers = {"n0": "h:0", "n1": "h:1", "n2": "h:2"}
+    m = Member(
+        "g",
+        "n0",
+        peers,
+        str(tmp_path),
+        send=lambda addr, msg: sent.append(msg),
+        config=MemberConfig(commit_hold_ms=50),
+    )
+    m._running = True
+    m._send_all([append("n1", 5, 2, [], commit=5), hb("n2", 5)])
+    assert [(x.dst, x.type) for x in sent] == [("n2", MsgType.HEARTBEAT)]  # n1's waits
+    m._send_all([append("n1", 5, 2, [6], commit=5)])
+    assert len(sent) == 2 and sent[1].entries and sent[1].commit == 5  # one message
+    m._send_all([append("n2", 5, 2, [], commit=6)])
+    assert len(sent) == 2
+    await asyncio.sleep(0.1)  # the hold time is up: it goes alone
+    assert [(x.dst, x.commit) for x in sent[2:]] == [("n2", 6)]

@@ -467,3 +467,22 @@ def test_a_crashed_leaders_early_appends_may_survive_on_the_followers():
     leader = c.leaders()[0]
     assert leader in ("b", "c")
     assert applied_data(c, leader) == [b"x"]
+
+
+def test_propose_many_appends_all_or_none_with_one_round_of_appends():
+    c = cluster(config=Config(election_ticks=10, heartbeat_ticks=1, max_pending_proposals=5))
+    c.elect("a")
+    a = c.node("a")
+    first = a.propose_many([b"x", b"y", b"z"])
+    assert first == a.log.last_index() - 2
+    rd = a.ready()
+    appends = [m for m in rd.messages if m.type is MsgType.APPEND]
+    assert sorted(m.dst for m in appends) == ["b", "c"]  # one per follower for the lot
+    assert all([e.data for e in m.entries] == [b"x", b"y", b"z"] for m in appends)
+    c.storages["a"].append(rd.entries)
+    c.outbox.extend(rd.messages)
+    a.advance(rd)
+    full = a.propose_many([b"1", b"2", b"3"])  # 3 uncommitted + 3 > 5
+    assert isinstance(full, ProposeError) and full.code is ErrorCode.LEADER_PENDING_FULL
+    c.deliver()
+    assert applied_data(c, "b") == [b"x", b"y", b"z"]

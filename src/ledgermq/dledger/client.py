@@ -129,7 +129,8 @@ class DLedgerClient:
             if remaining <= 0:
                 raise DLedgerError(last_code, f"gave up after {timeout or self.timeout}s: {last}")
             try:
-                reply = await self._remoting.invoke(addr, cmd, min(self.request_timeout, remaining))
+                conn = await self._remoting.connection(addr)
+                reply = await conn.request(cmd, min(self.request_timeout, remaining))
             except RemotingException as exc:
                 last, last_code = f"{target} at {addr}: {exc}", int(Code.NETWORK_ERROR)
                 if member is not None:
@@ -160,7 +161,8 @@ class DLedgerClient:
     # ---- the log -------------------------------------------------------------------------
 
     async def append(self, body: bytes) -> int:
-        return (await self.append_batch([body]))[0]
+        reply = await self.call(RequestCode.APPEND, body=encode_append_request([body]))
+        return decode_append_reply(reply.body)[0]
 
     async def append_batch(self, bodies: list[bytes]) -> list[int]:
         if not bodies:

@@ -167,7 +167,9 @@ class KVStateMachine:
             raise BodyError(f"unknown requestTypeCode {type_code} (kv takes {KV_REQUEST})")
         c = decode_command(body)
         if c.op == OP_GET:
-            await member.read_index()
+            generation = member.generation
+            index = await member.read_index()
+            member.ensure_fresh(generation, index)  # no await between this and the read
             return encode_result(self.execute(c))
         _, result = await member.propose(body)
         assert isinstance(result, bytes)

@@ -128,12 +128,21 @@ class RaftLogStorage:
         self._vote = ""
         self._commit = 0  # raft numbering
 
-    def open(self) -> _View:
+    def open(self, durable_limit: int | None = None) -> _View:
         """Open the store and the snapshots; the newest usable snapshot (if any) is
-        ``view.snapshot()`` for the driver to restore its state machine from."""
+        ``view.snapshot()`` for the driver to restore its state machine from.
+
+        `durable_limit` (a DLedger index) is the last entry known to be fsynced when the
+        store is reopened in place after a failed fsync: entries after it are cut, as
+        a power loss might have, because the page cache they were read back from is no
+        proof that they reached the disk."""
         store = self.store
         store.open()
         try:
+            if durable_limit is not None and store.last_index > durable_limit:
+                keep_from = max(durable_limit + 1, store.begin_index)
+                store.truncate_suffix(keep_from)
+                store.sync()
             self.hard.load()
             try:
                 snap = self.snapshots.open(store.begin_index)
@@ -230,6 +239,10 @@ class RaftLogStorage:
         """fsync everything appended so far (safe to run in a worker thread while the
         loop thread only reads). ``full=False``: the data only (see `EntryStore.sync`)."""
         return self.store.sync(full=full)
+
+    def durable_index(self) -> int:
+        """The last DLedger index fsynced by this store (-1: none)."""
+        return self.store.durable_index
 
     def needs_sync(self) -> bool:
         return self.store.durable_index != self.store.last_index

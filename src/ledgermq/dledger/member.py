@@ -3,13 +3,30 @@
 The driver loop (DESIGN principle 2) runs each Ready in a fixed order:
 
 1. persist: cut the stored log at the first conflicting entry, append the new entries,
-   save term/vote; in ``durable`` mode fsync once for the whole Ready (group commit,
-   in a worker thread so the loop keeps taking requests and messages meanwhile);
-2. send the Ready's messages (so a follower's ack, and a leader's append, leaves only
-   once the entries are on its disk);
+   save term/vote; in ``durable`` mode fsync once for the whole Ready (group commit). The
+   fsync is the store's lean one (the data files only; see `EntryStore.sync`). A small
+   Ready is fsynced right on the loop thread (an fdatasync of a few KiB costs less than
+   a thread pool round trip and its GIL hand-back); a large one in the executor, so the
+   loop keeps taking requests and messages meanwhile;
+2. send the Ready's messages (so a follower's ack leaves only once the entries are on
+   its disk);
 3. apply committed entries to the state machine and complete the proposals and reads
    waiting for them;
 4. advance.
+
+Refinements, all within what Raft allows:
+
+* a leader sends ``Ready.early`` messages (its appends and heartbeats) *before* step 1,
+  so its own write runs in parallel with the followers' (Raft thesis 10.2.1; the core
+  counts the leader's copy toward commit only after advance() says it is durable);
+* a leader whose Ready is fsynced in the executor applies the Ready's committed entries
+  (already on its own disk, for the same reason) while the fsync runs, so replies do not
+  wait for the next write;
+* appends arrive through `submit`/`submit_many`, which only queue them: the loop proposes
+  everything queued at once (one core call, one round of appends per follower);
+* a leader's empty appends (they only carry the commit index to a follower that has
+  everything) wait up to ``commit_hold_ms`` for the next append to that follower and ride
+  along with it; at low load that halves the messages each entry costs.
 
 Flush modes:
 
@@ -30,6 +47,7 @@ Indexes in this module's public methods are DLedger's (0-based) unless named ``r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -50,6 +68,7 @@ from ledgermq.dledger.core import (
 from ledgermq.dledger.core.types import (
     ENTRY_CONFIG,
     ENTRY_NORMAL,
+    CommittedEntryConflict,
     ConfChangeType,
     ConfigChange,
     ConfState,
@@ -94,7 +113,10 @@ class MemberConfig:
     # durable mode: a Ready with at most this much entry data is fsynced on the loop
     # thread (an fdatasync of a small write is cheaper than a thread pool round trip);
     # larger ones in the executor, so the loop keeps reading meanwhile
-    inline_sync_bytes: int = int(__import__("os").environ.get("XINLINE", 256 << 10))
+    inline_sync_bytes: int = 256 << 10
+    # the same for a leader's Readies: above it the leader answers what it committed
+    # while its new entries are fsynced in a thread
+    leader_inline_sync_bytes: int = 16 << 10
     # a leader's empty appends (they only carry the commit index) wait up to this long
     # for the next append to the same follower and ride along with it: at low load that
     # halves the messages (each is answered); the follower applies that much later
@@ -269,6 +291,11 @@ class Member:
         self._flusher: asyncio.Task[None] | None = None
         self._ticks = 0
         self._disk_trouble: tuple[float, int, str] | None = None  # (until, code, why)
+        # set while the store is reopened in place: the old node must not run meanwhile
+        self._reloading = False
+        self.generation = 0
+        # why this replica left service for good (it diverged from the group), or None
+        self.diverged: str | None = None
         self._running = False
         threshold = self.config.snapshot_threshold
         if threshold is None:
@@ -292,7 +319,9 @@ class Member:
             self._flusher = self._loop.create_task(self._flush_loop())
         return self
 
-    def _open(self) -> None:
+    def _open(self, durable_limit: int | None = None) -> None:
+        """Opens the store and builds the node from it; `durable_limit` (a DLedger
+        index) cuts off entries above the last one known to be fsynced."""
         self.storage = RaftLogStorage(
             self._disk,
             self.store_dir,
@@ -300,7 +329,10 @@ class Member:
             data_file_size=self.config.data_file_size,
             index_file_size=self.config.index_file_size,
         )
-        view = self.storage.open()
+        view = self.storage.open(durable_limit=durable_limit)
+        # bumped on every (re)open: the state machine below is rebuilt from the disk, so
+        # a read that waited for `applied` before the reload must look again
+        self.generation += 1
         snap = view.snapshot() if view.snapshot_meta().index else None
         if view.snapshot_meta().index and snap is None:
             self.storage.close()
@@ -356,13 +388,21 @@ class Member:
     # ---- inputs ------------------------------------------------------------------------
 
     def step(self, msg: Message) -> None:
-        self.node.step(msg)  # type: ignore[union-attr]
+        if self._reloading or self.diverged:
+            return  # as if it arrived while this member was down
+        try:
+            self.node.step(msg)  # type: ignore[union-attr]
+        except CommittedEntryConflict as exc:
+            self._diverge(exc)
+            return
         self._wake.set()
 
     def tick(self) -> None:
+        if self._reloading or self.diverged:
+            return
         self.node.tick()  # type: ignore[union-attr]
         self._ticks += 1
-        if self._ticks % 5 == 0 and self._pending:
+        if self._ticks % 5 == 0 and (self._pending or self._queued):
             self._expire_pending()
         self._wake.set()
 
@@ -406,6 +446,7 @@ class Member:
             "voters": list(node.conf.voters),
             "learners": list(node.conf.learners),
             "flushMode": self.config.flush_mode,
+            "diverged": self.diverged,
         }
 
     def get(self, index: int, count: int = 1) -> list[LogEntry]:
@@ -436,36 +477,67 @@ class Member:
     def submit(self, bodies: list[bytes]) -> list[asyncio.Future[Any]]:
         """Propose `bodies` as consecutive entries; one future per entry resolves to
         (DLedger index, state machine result) once the entry is applied here."""
+        (r,) = self.submit_many([bodies])
+        if isinstance(r, MemberError):
+            raise r
+        return r
+
+    def submit_many(
+        self, batches: list[list[bytes]]
+    ) -> list[list[asyncio.Future[Any]] | MemberError]:
+        """`submit` for several requests at once (those that arrived in one read): for
+        each batch its futures, or the MemberError that refused it."""
         node = self.node
         assert node is not None
+        loop = self._loop
+        refused: MemberError | None = None
         if node.role is not Role.LEADER:
-            raise MemberError(Code.NOT_LEADER, f"{self.self_id} is not the leader", node.leader_id)
-        trouble = self._disk_trouble
-        if trouble is not None:
-            if trouble[0] > self._loop.time():
-                raise MemberError(trouble[1], trouble[2], node.leader_id)
-            self._disk_trouble = None
-        if node.transferee is not None:
-            raise MemberError(
+            refused = MemberError(
+                Code.NOT_LEADER, f"{self.self_id} is not the leader", node.leader_id
+            )
+        elif self._disk_trouble is not None:
+            trouble = self._disk_trouble
+            if trouble[0] > loop.time():
+                refused = MemberError(trouble[1], trouble[2], node.leader_id)
+            else:
+                self._disk_trouble = None
+        if refused is None and node.transferee is not None:
+            refused = MemberError(
                 Code.LEADER_TRANSFERRING, f"transferring to {node.transferee}", node.leader_id
             )
-        # the whole batch or nothing: a batch cut short by the core's own bound would
+        if refused is not None:
+            return [refused] * len(batches)
+        # each batch whole or not at all: a batch cut short by the core's own bound would
         # leave the client not knowing which of its entries went in
         uncommitted = max(len(self._pending), node.pending_proposals()) + self._queued_n
-        if uncommitted + len(bodies) > self.config.max_pending:
-            raise MemberError(
-                Code.LEADER_PENDING_FULL,
-                f"{uncommitted} appends are already waiting on {self.self_id}",
-                node.leader_id,
-            )
-        # proposed by the driver loop together with everything else submitted before it
-        # wakes: one core call and one round of appends for the lot (principle 8)
-        create = self._loop.create_future
-        futures = [create() for _ in bodies]
-        self._queued.append((bodies, futures, self._loop.time() + self.config.request_timeout))
-        self._queued_n += len(bodies)
-        self._wake.set()
-        return futures
+        limit = self.config.max_pending
+        deadline = loop.time() + self.config.request_timeout
+        create = loop.create_future
+        queued = self._queued
+        out: list[list[asyncio.Future[Any]] | MemberError] = []
+        added = 0
+        for bodies in batches:
+            n = len(bodies)
+            if uncommitted + n > limit:
+                out.append(
+                    MemberError(
+                        Code.LEADER_PENDING_FULL,
+                        f"{uncommitted} appends are already waiting on {self.self_id}",
+                        node.leader_id,
+                    )
+                )
+                continue
+            # proposed by the driver loop together with everything else submitted before
+            # it wakes: one core call and one round of appends for the lot (principle 8)
+            futures = [create()] if n == 1 else [create() for _ in bodies]
+            queued.append((bodies, futures, deadline))
+            uncommitted += n
+            added += n
+            out.append(futures)
+        if added:
+            self._queued_n += added
+            self._wake.set()
+        return out
 
     def _propose_queued(self, node: RaftNode) -> None:
         queued, self._queued = self._queued, []
@@ -500,6 +572,20 @@ class Member:
 
     def _expire_pending(self) -> None:
         now = self._loop.time()
+        late = [q for q in self._queued if q[2] <= now]
+        if late:  # never proposed: the loop was busy (e.g. reopening the store)
+            self._queued = [q for q in self._queued if q[2] > now]
+            self._queued_n = sum(len(q[0]) for q in self._queued)
+            for _, futures, _ in late:
+                for fut in futures:
+                    if not fut.done():
+                        fut.set_exception(
+                            MemberError(
+                                Code.WAIT_QUORUM_ACK_TIMEOUT,
+                                f"not proposed within {self.config.request_timeout}s",
+                                self.leader_id,
+                            )
+                        )
         expired = [i for i, p in self._pending.items() if p.deadline <= now]
         for i in expired:
             p = self._pending.pop(i)
@@ -545,6 +631,17 @@ class Member:
                 await asyncio.sleep(self.config.tick_ms / 1000)
             await self.wait_applied(index)
         return index
+
+    def ensure_fresh(self, generation: int, raft_index: int) -> None:
+        """Raises (a retryable LEADER_NOT_READY) unless the state machine is still the
+        one a read started on (`generation`) and has applied `raft_index`: a reload from
+        disk while the read waited may have put it back to an older state."""
+        if self.generation != generation or self.applied < raft_index:
+            raise MemberError(
+                Code.LEADER_NOT_READY,
+                f"{self.self_id} reloaded its state during the read; retry",
+                self.leader_id,
+            )
 
     async def wait_applied(self, raft_index: int) -> None:
         if self.applied >= raft_index:
@@ -596,17 +693,28 @@ class Member:
                     self._propose_queued(node)
                 while self._running and node.has_ready():
                     rd = node.ready()
-                    early = rd.early
+                    # (a membership change first teaches the address map its new
+                    # members in persist: then everything waits for it)
+                    early = rd.early if rd.conf_state is None else 0
                     if early:
                         # a leader's appends go out before its own write (thesis 10.2.1;
                         # the core counts its copy once advance() says it is durable)
                         self._send_all(rd.messages[:early])
-                        await self._persist(rd)
-                        self._send_all(rd.messages[early:])
+                        inline = self._inline(rd, self.config.leader_inline_sync_bytes)
+                        if not inline and self._answer_early(rd):
+                            # what a leader commits is on its own disk already: answer
+                            # it while this Ready's entries are written in a thread
+                            self._apply(rd)
+                            await self._persist(rd, inline)
+                            self._send_all(rd.messages[early:])
+                        else:
+                            await self._persist(rd, inline)
+                            self._send_all(rd.messages[early:])
+                            self._apply(rd)
                     else:
-                        await self._persist(rd)
+                        await self._persist(rd, self._inline(rd, self.config.inline_sync_bytes))
                         self._send_all(rd.messages)
-                    self._apply(rd)
+                        self._apply(rd)
                     node.advance(rd)
                     self._after_ready(node)
                     if self._queued:
@@ -618,7 +726,28 @@ class Member:
                 log.exception("%s/%s: driver loop failed", self.group, self.self_id)
                 await self._reload_after(exc)
 
-    async def _persist(self, rd: Ready) -> None:
+    @staticmethod
+    def _answer_early(rd: Ready) -> bool:
+        """May a leader apply this Ready's committed entries before its own write?
+        Yes: its match counts only once durable, so they are on its disk already; but
+        keep membership changes in the usual order."""
+        if not rd.committed_entries or rd.snapshot is not None or rd.conf_state is not None:
+            return False
+        return all(e.kind != ENTRY_CONFIG for e in rd.committed_entries)
+
+    def _inline(self, rd: Ready, limit: int) -> bool:
+        """Write and fsync this Ready on the loop thread (else the fsync goes to the
+        executor)? Always in interval mode (no fsync); in durable mode when small."""
+        if self.config.flush_mode != "durable":
+            return True
+        size = 0
+        for e in rd.entries:
+            size += len(e.data)
+            if size > limit:
+                return False
+        return True
+
+    async def _persist(self, rd: Ready, inline: bool = True) -> None:
         storage = self.storage
         assert storage is not None
         if rd.snapshot is not None or rd.conf_state is not None:
@@ -630,9 +759,7 @@ class Member:
             return
         durable = self.config.flush_mode == "durable"
         lock = self._store_lock
-        if not lock.locked() and (
-            not durable or sum(len(e.data) for e in rd.entries) <= self.config.inline_sync_bytes
-        ):
+        if inline and not lock.locked():
             # no one is using the store and nothing here awaits: no lock needed. The
             # lean sync fsyncs the data only (the store's index and checkpoint follow
             # later; recovery rebuilds them from the data)
@@ -1006,34 +1133,66 @@ class Member:
                 fut.set_exception(MemberError(code, why))
         self._apply_waiters = []
 
+    def _diverge(self, exc: Exception) -> None:
+        """This replica can no longer follow the group (see CommittedEntryConflict):
+        take it out of service with a clear reason instead of applying anything more."""
+        why = (
+            f"{self.group}/{self.self_id} left service: {exc}; "
+            "rebuild this member from a healthy one"
+        )
+        log.error("%s", why)
+        self.diverged = why
+        self._disk_trouble = (float("inf"), Code.INTERNAL_ERROR, why)
+        self._fail_all(Code.INTERNAL_ERROR, why)
+
     async def _reload_after(self, exc: Exception) -> None:
         """A write or fsync failed: whatever this Ready held may be half on disk, so do
         what a crash would, in place: reopen the store (its recovery cuts a torn tail)
-        and rebuild the node from what is on disk. Raft treats it as a restart."""
-        full = isinstance(exc, StoreFullError | DiskFullError) or isinstance(
-            exc.__cause__, DiskFullError
-        )
-        disk = isinstance(exc, StoreError | DiskError)
-        code = Code.DISK_FULL if full else Code.DISK_ERROR if disk else Code.INTERNAL_ERROR
-        what = "disk full" if full else "disk error" if disk else "internal error"
-        why = f"{self.group}/{self.self_id}: {what}: {exc}"
-        log.error("%s; reloading the member from disk", why)
-        if disk:
+        and rebuild the node from what is on disk. Raft treats it as a restart.
+
+        After a failed fsync the page cache cannot be trusted (Linux marks the failed
+        pages clean, so reading them back and fsyncing again "succeeds"): the log is cut
+        after the last entry fsynced before the failure. Never raises: the driver loop
+        must survive anything, or clients would wait on a dead member."""
+        self._reloading = True
+        try:
+            full = isinstance(exc, StoreFullError | DiskFullError) or isinstance(
+                exc.__cause__, DiskFullError
+            )
+            disk = isinstance(exc, StoreError | DiskError)
+            code = Code.DISK_FULL if full else Code.DISK_ERROR if disk else Code.INTERNAL_ERROR
+            what = "disk full" if full else "disk error" if disk else "internal error"
+            why = f"{self.group}/{self.self_id}: {what}: {exc}"
+            log.error("%s; reloading the member from disk", why)
             # refuse appends for a moment instead of failing each one on the disk again
             self._disk_trouble = (self._loop.time() + 1.0, code, why)
-        self._fail_all(code, why + " (the entry may or may not be committed)")
-        await self._wait_snapshot_task()
-        async with self._store_lock:
-            if self.storage is not None:
-                self.storage.close()
-                self.storage = None
-            while self._running:
-                try:
-                    self._open()
-                    return
-                except (StoreError, DiskError) as again:
-                    log.error("%s/%s: reopen failed: %s", self.group, self.self_id, again)
-                    await asyncio.sleep(1.0)
+            self._fail_all(code, why + " (the entry may or may not be committed)")
+            await self._wait_snapshot_task()
+            async with self._store_lock:
+                durable: int | None = None
+                if self.storage is not None:
+                    durable = self.storage.durable_index()
+                    with contextlib.suppress(Exception):
+                        self.storage.close()
+                    self.storage = None
+                delay = 0.1
+                while self._running:
+                    try:
+                        self._open(durable_limit=durable)
+                        return
+                    except Exception as again:  # noqa: BLE001 - keep trying, loudly
+                        log.exception("%s/%s: reopen failed: %s", self.group, self.self_id, again)
+                        if self.storage is not None:
+                            with contextlib.suppress(Exception):
+                                self.storage.close()
+                            self.storage = None
+                        self._fail_all(Code.DISK_ERROR, f"{why}; reopen failed: {again}")
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 2.0)
+        except Exception:  # noqa: BLE001 - the loop must not die
+            log.exception("%s/%s: reload failed", self.group, self.self_id)
+        finally:
+            self._reloading = False
 
     async def _flush_loop(self) -> None:
         interval = self.config.flush_interval_ms / 1000

@@ -394,6 +394,8 @@ def decode_append_request(body: bytes) -> list[bytes]:
     if len(body) < 4:
         raise BodyError(f"append body of {len(body)} bytes has no entry count")
     (n,) = _U32.unpack_from(body, 0)
+    if n == 1 and len(body) >= 8 and _U32.unpack_from(body, 4)[0] == len(body) - 8:
+        return [body[8:]]  # the common case: one entry
     if n == 0:
         raise BodyError("append request carries no entries")
     if n > MAX_ENTRIES:

@@ -227,34 +227,53 @@ class DLedgerServer:
 
     def _on_append_group(self, conn: RemotingConnection, cmds: list[RemotingCommand]) -> Any:
         waits: list[tuple[RemotingCommand, Member | None, Any]] = []
+        todo: dict[Member, list[tuple[int, list[bytes]]]] = {}  # -> (position, bodies)
         for cmd in cmds:
             member: Member | None = None
             try:
                 member = self._member(cmd)
                 bodies = decode_append_request(cmd.body)
-                waits.append((cmd, member, member.submit(bodies)))
             except MemberError as exc:
                 waits.append((cmd, member, self._error_reply(cmd, exc, member)))
+                continue
             except BodyError as exc:
                 waits.append((cmd, member, self._reply(cmd, Code.UNEXPECTED_ARGUMENT, str(exc))))
+                continue
+            todo.setdefault(member, []).append((len(waits), bodies))
+            waits.append((cmd, member, None))
+        for member, items in todo.items():
+            results = member.submit_many([bodies for _, bodies in items])
+            for (at, _), r in zip(items, results, strict=True):
+                cmd = waits[at][0]
+                if isinstance(r, MemberError):
+                    waits[at] = (cmd, member, self._error_reply(cmd, r, member))
+                else:
+                    waits[at] = (cmd, member, r)
         return self._finish_appends(waits)
 
     async def _finish_appends(
         self, waits: list[tuple[RemotingCommand, Member | None, Any]]
     ) -> list[RemotingCommand | None]:
         out: list[RemotingCommand | None] = []
+        ok: tuple[Member | None, dict[str, str]] | None = None  # success extFields, shared
         for cmd, member, pending in waits:
             if isinstance(pending, RemotingCommand):
                 out.append(pending)
                 continue
             try:
                 # entries apply in order: when the last is done, so are the others
-                await pending[-1]
+                last = pending[-1]
+                if not last.done():
+                    await last
+                    ok = None  # leader or term may have changed meanwhile
                 first = pending[0].result()[0]
-                for fut in pending:
-                    fut.result()
+                if len(pending) > 1:
+                    for fut in pending:
+                        fut.result()
                 body = encode_append_reply(first, len(pending))
-                out.append(self._reply(cmd, Code.SUCCESS, None, member, body))
+                if ok is None or ok[0] is not member:
+                    ok = (member, self._reply(cmd, Code.SUCCESS, None, member).ext_fields)
+                out.append(cmd.make_response(Code.SUCCESS, None, ok[1], body))
             except MemberError as exc:
                 for fut in pending:  # consume the others' exceptions
                     if fut.done() and not fut.cancelled():

@@ -14,7 +14,7 @@ storage part: while it is pending, nothing is read from storage, ``first_index()
 from __future__ import annotations
 
 from .storage import StorageView
-from .types import Entry, Snapshot
+from .types import CommittedEntryConflict, Entry, Snapshot
 
 ENTRY_OVERHEAD = 64  # bytes charged per cached entry on top of its data
 
@@ -168,10 +168,13 @@ class RaftLog:
             if have == e.term:
                 continue
             if have is not None:
-                assert e.index > self.commit, (
-                    f"leader asked to overwrite committed entry {e.index} (commit "
-                    f"{self.commit}): a committed entry must never be truncated"
-                )
+                if e.index <= self.commit:
+                    # Impossible while acknowledged entries are durable on a majority;
+                    # reachable after a majority lost unsynced data (interval flush).
+                    raise CommittedEntryConflict(
+                        f"leader asked to overwrite committed entry {e.index} (commit "
+                        f"{self.commit}): this replica diverged from the group"
+                    )
                 self._truncate(e.index)
             assert e.index == self.last_index() + 1, "append message left a gap"
             self.tail.extend(entries[k:])

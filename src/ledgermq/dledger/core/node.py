@@ -14,6 +14,7 @@ API (one object per member of one group; a process may hold many):
     node.tick()                      # one unit of logical time
     node.step(msg)                   # a Message from a peer
     node.propose(data) -> index | ProposeError
+    node.propose_many([data, ...]) -> first index | ProposeError   # all or none
     node.propose_config_change(ConfigChange(...)) -> index | ProposeError
     node.read_index(ctx) -> None | ProposeError    # answer: Ready.read_states
     node.transfer_leadership(to) -> None | ProposeError
@@ -23,6 +24,16 @@ API (one object per member of one group; a process may hold many):
         rd = node.ready()            # persist rd.snapshot, rd.entries, rd.hard_state,
         ...                          # then send rd.messages, then apply rd.snapshot and
         node.advance(rd)             # rd.committed_entries, then advance (principle 2)
+
+Leader writes in parallel (a deliberate refinement of DESIGN principle 2, per the Raft
+thesis 10.2.1): a leader may send its appends before its own write of the same entries
+is durable. ``Ready.early`` counts the messages at the front of ``Ready.messages`` that
+may go before step 1 (APPEND and HEARTBEAT of a leader whose term and vote are already
+on disk); the rest still wait for the persist. The commit rule stays "a quorum of
+durable copies": the leader's own match index moves only in ``advance()`` (to the last
+persisted entry), never when it appends. A leader that dies before its write finishes
+may leave entries on followers only; Raft handles that like any unreplicated tail.
+Sending everything after persisting remains correct (just slower).
 
 Storage: the node reads stable entries through ``storage_view`` (see storage.py) when it
 needs them and keeps only unpersisted entries plus a small cache (``max_cache_bytes``) in
@@ -75,6 +86,7 @@ from .storage import MemoryStorage, StorageView
 from .types import (
     ENTRY_CONFIG,
     ENTRY_NOOP,
+    CommittedEntryConflict,
     ConfigChange,
     ConfState,
     Entry,
@@ -802,6 +814,20 @@ class RaftNode:
 
     def _handle_append(self, m: Message) -> None:
         if m.index < self.log.commit:
+            # Entries at or below our commit must be the ones we committed. Under Raft's
+            # fault model they always are; if not, a majority lost acknowledged entries
+            # (e.g. power loss in flush-interval mode) and acking our commit would
+            # let the leader count entries we do not hold.
+            commit = self.log.commit
+            for e in m.entries:
+                if e.index > commit:
+                    break
+                have = self.log.term(e.index)
+                if have is not None and have != e.term:
+                    raise CommittedEntryConflict(
+                        f"leader {m.src} (term {m.term}) sent entry {e.index} of term "
+                        f"{e.term}, but this node committed entry {e.index} of term {have}"
+                    )
             self._send(m.src, MsgType.APPEND_RESP, index=self.log.commit)
             return
         if self.log.matches(m.index, m.log_term):

@@ -240,6 +240,16 @@ class ReadState:
     ok: bool = True
 
 
+class CommittedEntryConflict(Exception):
+    """A leader's append conflicts with an entry this node already knows as committed.
+
+    Raft rules this out while every acknowledged entry is durable on a majority; it
+    happens when a majority lost acknowledged entries together (power loss under the
+    weaker flush-interval mode). The node can no longer follow: its state machine has
+    applied entries the group no longer holds. The driver must take it out of service.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class ProposeError:
     code: ErrorCode

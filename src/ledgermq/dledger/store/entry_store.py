@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from ledgermq.dledger.store.entry_codec import (
     BLANK,
     BLANK_SIZE,
+    ENTRY_MAGICS,
     HEADER_SIZE,
     INDEX,
     INDEX_SIZE,
@@ -58,9 +59,9 @@ from ledgermq.dledger.store.entry_codec import (
     Entry,
     EntryDecodeError,
     decode_entry,
-    encode,
+    encode_header,
     encode_index,
-    make_entry,
+    make_entry_unchecked,
     peek_magic,
 )
 from ledgermq.storage.disk import Disk, DiskError, DiskFullError, Segment
@@ -69,8 +70,8 @@ DEFAULT_DATA_FILE_SIZE = 1 << 30
 DEFAULT_INDEX_FILE_SIZE = 5_242_880 * INDEX_SIZE
 _CKPT_FILE_SIZE = 4096
 # a lean sync (data only) turns into a full one (index and checkpoint too) past these
-LAZY_CHECKPOINT_BYTES = 8 << 20
-LAZY_CHECKPOINT_ENTRIES = 8192
+LAZY_CHECKPOINT_BYTES = 4 << 20
+LAZY_CHECKPOINT_ENTRIES = 4096
 # seq, durable index, its pos, term, chainCrc; begin index; entry begin-1's term, chainCrc,
 # end; the durable entry's end
 _CKPT_BODY = struct.Struct(">qqqqiqqiqq")
@@ -534,22 +535,23 @@ class EntryStore:
         self._check_writable()
         if term < self._last_term:
             raise StoreError(f"term {term} is below the last term {self._last_term}")
+        if magic not in ENTRY_MAGICS:
+            raise ValueError(f"bad entry magic {magic}")
+        if term < 0:
+            raise ValueError(f"negative term {term}")
         entries: list[Entry] = []
         index, pos, chain = self._last_index + 1, self._write_pos, self._last_chain
+        dfs = self.data_file_size
         for body in bodies:
+            if type(body) is not bytes:
+                body = bytes(body)
             size = HEADER_SIZE + len(body)
-            if size > self.data_file_size:
+            if size > dfs:
                 raise StoreError(f"entry of {size} bytes exceeds data file size")
-            pos = self._place(pos, size)
-            e = make_entry(
-                index=index,
-                term=term,
-                pos=pos,
-                body=body,
-                prev_chain_crc=chain,
-                magic=magic,
-                channel=channel,
-            )
+            off = pos % dfs
+            if off + size > dfs:
+                pos += dfs - off  # the rest of this file is padding (see _place)
+            e = make_entry_unchecked(index, term, pos, body, chain, magic, channel)
             entries.append(e)
             index, pos, chain = index + 1, pos + size, e.chain_crc
         self._persist(entries)
@@ -610,8 +612,9 @@ class EntryStore:
                         # Pad the rest of the current file.
                         self._flush_chunk(cur, [BLANK.pack(MAGIC_BLANK, rest)], created, touched)
                     chunk_at = e.pos
-                chunk.append(encode(e))
-                cur = e.pos + e.size
+                chunk.append(encode_header(e))
+                chunk.append(e.body)
+                cur = e.pos + HEADER_SIZE + len(e.body)
             self._flush_chunk(chunk_at, chunk, created, touched)
             # Index: one write per index file.
             ichunk: list[bytes] = []
