@@ -652,3 +652,102 @@ def test_lean_syncs_catch_up_with_a_full_one(tmp_path, monkeypatch):
     assert any(p.endswith("checkpoint") for p in synced)
     assert any("/index/" in p for p in synced)
     s.close()
+
+
+# --- zero-fill ahead ------------------------------------------------------------------------
+ZDFS = 64 << 10  # data file size for the zero-fill tests: room for a window in one file
+ZWIN = 16 << 10
+
+
+def _allocated_from(path: str, pos: int) -> int:
+    """The first hole at or after `pos` (the file's size when there is none)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, pos, os.SEEK_HOLE)
+    finally:
+        os.close(fd)
+
+
+def test_zero_fill_ahead_keeps_a_window_of_written_zeros(tmp_path):
+    s = open_store(tmp_path, data_file_size=ZDFS, zero_ahead=ZWIN)
+    path = f"{s.data_dir}/{0:020d}"
+    bodies = [body(i) for i in range(10)]
+    s.append_batch(1, bodies)
+    s.sync(full=False)  # schedules the fill in the background
+    s._settle_zero()
+    wp = s.write_pos
+    assert s._zero_end == wp + ZWIN
+    assert _allocated_from(path, 0) >= wp + ZWIN  # blocks written, not a hole
+    with open(path, "rb") as f:
+        f.seek(wp)
+        assert f.read(ZWIN) == bytes(ZWIN)
+    # less than half the window left: the next sync extends it to a full window again
+    while s._zero_end - s.write_pos >= ZWIN // 2:
+        bodies.append(body(len(bodies)))
+        s.append(1, bodies[-1])
+    s.sync(full=False)
+    s._settle_zero()
+    assert s._zero_end == s.write_pos + ZWIN
+    # a batch running past a pending fill waits for it; the data is intact
+    s.sync(full=False)
+    more = [bytes(1000) + body(i) for i in range(40)]  # > ZWIN, across the file end
+    s.append_batch(1, more)
+    bodies += more
+    s.sync()
+    s.close()
+    s = open_store(tmp_path, data_file_size=ZDFS, zero_ahead=ZWIN)
+    assert [s.get(i).body for i in range(len(bodies))] == bodies
+    assert s.last_index == len(bodies) - 1
+    s.close()
+
+
+@pytest.mark.parametrize("tear", [0, 30, 300])  # < the unsynced batch (8 headers)
+@pytest.mark.parametrize("lean", [False, True], ids=["full", "lean"])
+def test_crash_with_zero_filled_tail_recovers_exactly_the_synced_entries(tmp_path, tear, lean):
+    disk = FaultyDisk(OsDisk(), track_unsynced=True)
+    s = open_store(tmp_path, disk, data_file_size=ZDFS, zero_ahead=ZWIN)
+    rng = random.Random(tear)
+    synced: list[bytes] = []
+    for _ in range(3):
+        batch = [body(0, rng) for _ in range(rng.randint(5, 30))]
+        s.append_batch(1, batch)
+        s.sync(full=not lean)
+        synced += batch
+        s._settle_zero()
+        assert s._zero_end > s.write_pos  # the tail after the last entry is zero-filled
+    s.append_batch(1, [bytes(400) + body(i) for i in range(8)])  # never synced
+    disk.crash(tear_last=tear)
+    s = open_store(tmp_path, disk, data_file_size=ZDFS, zero_ahead=ZWIN)
+    assert s.last_index == len(synced) - 1
+    assert [s.get(i).body for i in range(len(synced))] == synced
+    # the log goes on from there, and the window is refilled
+    s.append(1, b"next")
+    s.sync(full=not lean)
+    s._settle_zero()
+    assert s._zero_end > s.write_pos
+    s.close()
+    s = open_store(tmp_path, disk, data_file_size=ZDFS)
+    assert s.last_index == len(synced) and s.get(len(synced)).body == b"next"
+    s.close()
+
+
+def test_zero_fill_settles_before_truncation_and_stops_on_disk_full(tmp_path):
+    disk = FaultyDisk(OsDisk(), track_unsynced=True)
+    s = open_store(tmp_path, disk, data_file_size=ZDFS, zero_ahead=ZWIN)
+    bodies = [body(i) for i in range(20)]
+    s.append_batch(1, bodies)
+    s.sync(full=False)  # a fill may still be running: truncation waits for it
+    s.truncate_suffix(10)
+    assert s._zero_job is None
+    s.sync(full=False)
+    s._settle_zero()
+    while s._zero_end - s.write_pos >= ZWIN // 2:
+        s.append(1, b"y" * 100)
+    disk.space_left = 1000  # not enough for the next stretch of the window
+    s.sync(full=False)
+    s._settle_zero()
+    assert s.zero_ahead == 0  # no room: writes allocate as they go, the store goes on
+    disk.space_left = None
+    s.append(1, b"z")
+    assert s.sync() == s.last_index
+    s.close()

@@ -114,6 +114,7 @@ class RaftLogStorage:
         *,
         data_file_size: int,
         index_file_size: int,
+        zero_ahead: int = 0,
     ) -> None:
         self.store = EntryStore(
             disk,
@@ -121,6 +122,7 @@ class RaftLogStorage:
             self_id,
             data_file_size=data_file_size,
             index_file_size=index_file_size,
+            zero_ahead=zero_ahead,
         )
         self.hard = HardStateFile.for_store(self.store)
         self.snapshots = SnapshotStore(disk, self.store.root)

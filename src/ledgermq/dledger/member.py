@@ -104,6 +104,10 @@ class MemberConfig:
     max_get_entries: int = 64
     data_file_size: int = 1 << 30
     index_file_size: int = 1 << 25  # 1 Mi entries of 32 bytes per index file
+    # durable mode: keep this much of the data file ahead of the write position
+    # written with zeros and fsynced (in a background thread), so the hot-path
+    # fdatasync overwrites initialized blocks; 0 = off
+    zero_ahead_bytes: int = 4 << 20
     preferred_leader: str | None = None
     # take a snapshot every this many applied entries (DLedger's snapshotThreshold);
     # 0 = never; None = 1000 unless the state machine is the log-only default (whose
@@ -328,6 +332,7 @@ class Member:
             self.self_id,
             data_file_size=self.config.data_file_size,
             index_file_size=self.config.index_file_size,
+            zero_ahead=self.config.zero_ahead_bytes if self.config.flush_mode == "durable" else 0,
         )
         view = self.storage.open(durable_limit=durable_limit)
         # bumped on every (re)open: the state machine below is rebuilt from the disk, so

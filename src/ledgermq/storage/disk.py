@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_ZEROS = bytes(1 << 20)
+_RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
 
 
 class DiskError(Exception):
@@ -91,6 +93,19 @@ class Segment(ABC):
     @abstractmethod
     def truncate(self, pos: int) -> None:
         """Discards [pos, size): it reads as zeros afterwards and its blocks are freed."""
+
+    def zero_fill(self, pos: int, n: int) -> None:
+        """Writes `n` zero bytes at `pos` and makes them durable, so later writes there
+        overwrite allocated, initialized blocks (a cheaper fdatasync than into a hole or
+        an unwritten extent). Only for ranges that already read as zeros (past the end
+        of the data): the contents do not change, so a crash loses nothing. May run in
+        another thread than the segment's writer, for a range it does not touch."""
+        while n > 0:
+            k = min(n, len(_ZEROS))
+            self.write(pos, memoryview(_ZEROS)[:k])
+            pos += k
+            n -= k
+        self.sync()
 
     @abstractmethod
     def close(self) -> None: ...
@@ -220,6 +235,24 @@ class OsSegment(Segment):
             os.fdatasync(self._fd)
         except OSError as e:
             raise _wrap(e, "fsync", self.path) from e
+
+    def zero_fill(self, pos: int, n: int) -> None:
+        if pos < 0 or pos + n > self.size:
+            raise DiskError(f"zero fill [{pos}, +{n}) outside {self.path}", path=self.path)
+        if not _RWF_DSYNC:
+            super().zero_fill(pos, n)
+            return
+        # RWF_DSYNC: each chunk is written and made durable on its own (its range only,
+        # unlike fdatasync of the whole file, which would also wait for the writer's
+        # pages); 1 MiB chunks keep the inode lock short for a concurrent writer.
+        zeros = memoryview(_ZEROS)
+        try:
+            while n > 0:
+                k = os.pwritev(self._fd, [zeros[: min(n, len(zeros))]], pos, _RWF_DSYNC)
+                pos += k
+                n -= k
+        except OSError as e:
+            raise _wrap(e, "zero fill", self.path) from e
 
     def truncate(self, pos: int) -> None:
         # Shrink then regrow: frees the tail's blocks (so it works on a full disk) and
@@ -456,6 +489,18 @@ class FaultySegment(Segment):
             raise DiskError(f"fsync {self.path}: injected EIO", path=self.path, err=errno.EIO)
         self._inner.sync()
         self.unsynced.clear()
+
+    def zero_fill(self, pos: int, n: int) -> None:
+        # Zeros over zeros past the end of the data: nothing for crash() to undo. Counts
+        # as a sync (fail_sync applies) and uses up space like a write.
+        d = self._disk
+        if d.fail_sync:
+            raise DiskError(f"fsync {self.path}: injected EIO", path=self.path, err=errno.EIO)
+        if d._allow(n) < n:
+            raise DiskFullError(
+                f"zero fill {self.path}: injected ENOSPC", path=self.path, err=errno.ENOSPC
+            )
+        self._inner.zero_fill(pos, n)
 
     def truncate(self, pos: int) -> None:
         if self._disk.track_unsynced:

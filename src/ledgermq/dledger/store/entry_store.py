@@ -45,6 +45,7 @@ import itertools
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ledgermq.dledger.store.entry_codec import (
@@ -78,6 +79,7 @@ _CKPT_BODY = struct.Struct(">qqqqiqqiqq")
 _CKPT_CRC = struct.Struct(">I")
 _CKPT_SLOT = 128
 _I32 = struct.Struct(">i")
+_PAGE = 4096
 
 
 class StoreError(Exception):
@@ -128,6 +130,7 @@ class EntryStore:
         data_file_size: int = DEFAULT_DATA_FILE_SIZE,
         index_file_size: int = DEFAULT_INDEX_FILE_SIZE,
         recover_files: int = 0,
+        zero_ahead: int = 0,
     ) -> None:
         if data_file_size < HEADER_SIZE + BLANK_SIZE:
             raise ValueError(f"data_file_size {data_file_size} too small")
@@ -140,6 +143,14 @@ class EntryStore:
         self.data_file_size = data_file_size
         self.index_file_size = index_file_size
         self.recover_files = max(0, recover_files)
+        # Zero-fill ahead: keep up to `zero_ahead` bytes past the write position written
+        # with zeros and fsynced, by a background thread, so the hot-path fdatasync
+        # overwrites initialized blocks instead of allocating (a journal commit each).
+        self.zero_ahead = max(0, zero_ahead) // _PAGE * _PAGE
+        self._zero_end = 0  # log offset: [write_pos, _zero_end) is durable zeros
+        self._zero_job: Future[None] | None = None
+        self._zero_range = (0, 0)
+        self._zero_pool: ThreadPoolExecutor | None = None
         self._data: dict[int, Segment] = {}
         self._index: dict[int, Segment] = {}
         self._ckpt_seg: Segment | None = None
@@ -479,6 +490,8 @@ class EntryStore:
 
     def _cut_after(self, end_pos: int, from_index: int) -> None:
         """Discards data from log offset `end_pos` and index entries from `from_index`."""
+        self._settle_zero()
+        self._zero_end = 0
         dfs = self.data_file_size
         keep, off = end_pos - end_pos % dfs, end_pos % dfs
         removed = self._drop(self._data, lambda s: s > keep or (s == keep and off == 0))
@@ -497,6 +510,7 @@ class EntryStore:
             self.disk.sync_dir(self.index_dir)
 
     def _drop(self, table: dict[int, Segment], doomed: Callable[[int], bool]) -> bool:
+        self._settle_zero()
         removed = False
         for start in sorted(table):
             if doomed(start):
@@ -508,6 +522,8 @@ class EntryStore:
                 seg.close()
                 self.disk.remove(seg.path)
                 removed = True
+        if removed:
+            self._zero_end = 0
         return removed
 
     # --- appends ------------------------------------------------------------------------
@@ -596,6 +612,11 @@ class EntryStore:
             return
         dfs = self.data_file_size
         old_pos = self._write_pos
+        if self._zero_job is not None and (
+            entries[-1].pos + entries[-1].size > self._zero_range[0]
+            or entries[-1].pos // dfs != old_pos // dfs
+        ):
+            self._settle_zero()
         created: list[Segment] = []
         touched: list[Segment] = []
         try:
@@ -675,6 +696,11 @@ class EntryStore:
 
     def _rollback(self, old_pos: int, first_index: int, created: list[Segment]) -> None:
         """Best effort after a failed append: forget what it wrote (truncate frees blocks)."""
+        try:
+            self._settle_zero()
+        except StoreError:
+            pass
+        self._zero_end = 0
         try:
             for seg in created:
                 for table in (self._data, self._index):
@@ -923,6 +949,8 @@ class EntryStore:
         self._check_writable()
         last = self._last_index
         if self._durable == last and not self._dirty:
+            if self.zero_ahead:
+                self._zero_ahead()
             return self._durable
         if not full and (
             self._write_pos - self._ckpt_end < LAZY_CHECKPOINT_BYTES
@@ -939,6 +967,8 @@ class EntryStore:
                 self._failed = f"sync failed: {err}"
                 raise StoreError(f"sync failed, store must be reopened: {err}") from err
             self._durable = last
+            if self.zero_ahead:
+                self._zero_ahead()
             return last
         try:
             self._sync_all()
@@ -955,9 +985,65 @@ class EntryStore:
             self._failed = f"sync failed: {err}"
             raise StoreError(f"sync failed, store must be reopened: {err}") from err
         self._durable = self._last_index
+        if self.zero_ahead:
+            self._zero_ahead()
         return self._durable
 
+    # --- zero-fill ahead -----------------------------------------------------------------
+    def _settle_zero(self) -> None:
+        """Waits for a running zero-fill job and takes in its result."""
+        job = self._zero_job
+        if job is None:
+            return
+        self._zero_job = None
+        try:
+            job.result()
+        except DiskFullError:
+            self.zero_ahead = 0  # no room to fill ahead: writes allocate as they go
+            return
+        except DiskError as err:
+            # its fdatasync may have taken the error meant for the writer's (fsyncgate)
+            self._failed = f"zero fill failed: {err}"
+            raise StoreError(f"zero fill failed, store must be reopened: {err}") from err
+        self._zero_end = self._zero_range[1]
+
+    def _zero_ahead(self) -> None:
+        """Called after a sync: when less than half the window of zeros is left ahead of
+        the write position, fills the next stretch (to the window's end, within the
+        current data file) in a background thread. The writer waits for the job only
+        if it catches up with it (see `_persist`)."""
+        job = self._zero_job
+        if job is not None:
+            if not job.done():
+                return
+            self._settle_zero()
+        wp = self._write_pos
+        window = self.zero_ahead
+        if not window or self._zero_end - wp >= window // 2:
+            return
+        dfs = self.data_file_size
+        fstart = wp - wp % dfs
+        lo = max(self._zero_end, -(-wp // _PAGE) * _PAGE)
+        hi = min(wp + window, fstart + dfs)
+        if lo >= hi or lo < fstart:
+            return
+        seg = self._data.get(fstart)
+        if seg is None or seg.closed:
+            return
+        if self._zero_pool is None:
+            self._zero_pool = ThreadPoolExecutor(1, thread_name_prefix="dledger-zero-fill")
+        self._zero_range = (lo, hi)
+        self._zero_job = self._zero_pool.submit(seg.zero_fill, lo - fstart, hi - lo)
+
     def close(self) -> None:
+        try:
+            self._settle_zero()
+        except StoreError:
+            pass
+        if self._zero_pool is not None:
+            self._zero_pool.shutdown(wait=True)
+            self._zero_pool = None
+        self._zero_end = 0
         for seg in [*self._data.values(), *self._index.values()]:
             seg.close()
         if self._ckpt_seg is not None:
