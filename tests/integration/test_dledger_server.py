@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import replace
 
@@ -311,10 +312,9 @@ async def test_kv_put_get_cas(kv_cluster):
         )
 
 
-async def test_disk_full_gives_415_and_the_log_stays_intact(tmp_path):
-    from ledgermq.storage.disk import FaultyDisk, OsDisk
-
-    disk = FaultyDisk(OsDisk())
+@contextlib.asynccontextmanager
+async def solo_leader(tmp_path, disk, timeout: float):
+    """A one-member group on `disk`, led by its member; yields (member, client)."""
     server = await DLedgerServer(
         str(tmp_path / "solo"), host="127.0.0.1", config=FAST, disk=disk
     ).start()
@@ -322,32 +322,40 @@ async def test_disk_full_gives_415_and_the_log_stays_intact(tmp_path):
     try:
         member = await server.add_group(GROUP, "n0", peers, rng=random.Random(1))
         await wait_for(lambda: member.is_leader, 5.0, "the single member to lead")
-        async with DLedgerClient(GROUP, peers, timeout=3.0) as client:
-            acked = {await client.append(f"ok-{k}".encode()): f"ok-{k}".encode() for k in range(5)}
-            disk.space_left = 100  # the next entry tears: ENOSPC
-            with pytest.raises(DLedgerError) as err:
-                await client.append(b"x" * 1000)
-            assert err.value.code == Code.DISK_FULL
-            assert "disk full" in err.value.message
-            disk.space_left = None  # space freed: the member takes appends again
-
-            async def append_when_ready() -> int:
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 5.0
-                while True:
-                    try:
-                        return await client.append(b"after")
-                    except DLedgerError as exc:  # 415 for a cool-down second after ENOSPC
-                        if exc.code != Code.DISK_FULL or loop.time() > deadline:
-                            raise
-                    await asyncio.sleep(0.05)
-
-            index = await append_when_ready()
-            acked[index] = b"after"
-            for idx, body in acked.items():
-                assert await client.get(idx) == body
+        async with DLedgerClient(GROUP, peers, timeout=timeout) as client:
+            yield member, client
     finally:
         await server.stop()
+
+
+async def test_disk_full_gives_415_and_the_log_stays_intact(tmp_path):
+    from ledgermq.storage.disk import FaultyDisk, OsDisk
+
+    disk = FaultyDisk(OsDisk())
+    async with solo_leader(tmp_path, disk, 3.0) as (_, client):
+        acked = {await client.append(f"ok-{k}".encode()): f"ok-{k}".encode() for k in range(5)}
+        disk.space_left = 100  # the next entry tears: ENOSPC
+        with pytest.raises(DLedgerError) as err:
+            await client.append(b"x" * 1000)
+        assert err.value.code == Code.DISK_FULL
+        assert "disk full" in err.value.message
+        disk.space_left = None  # space freed: the member takes appends again
+
+        async def append_when_ready() -> int:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5.0
+            while True:
+                try:
+                    return await client.append(b"after")
+                except DLedgerError as exc:  # 415 for a cool-down second after ENOSPC
+                    if exc.code != Code.DISK_FULL or loop.time() > deadline:
+                        raise
+                await asyncio.sleep(0.05)
+
+        index = await append_when_ready()
+        acked[index] = b"after"
+        for idx, body in acked.items():
+            assert await client.get(idx) == body
 
 
 async def test_an_entry_whose_fsync_failed_is_never_served(tmp_path):
@@ -364,34 +372,25 @@ async def test_an_entry_whose_fsync_failed_is_never_served(tmp_path):
             raise DiskError(f"fsync {path}: injected EIO")
 
     disk.on_sync = fail_once
-    server = await DLedgerServer(
-        str(tmp_path / "solo"), host="127.0.0.1", config=FAST, disk=disk
-    ).start()
-    peers = {"n0": f"127.0.0.1:{server.port}"}
-    try:
-        member = await server.add_group(GROUP, "n0", peers, rng=random.Random(1))
-        await wait_for(lambda: member.is_leader, 5.0, "the single member to lead")
-        async with DLedgerClient(GROUP, peers, timeout=5.0) as client:
-            acked = {await client.append(f"ok-{k}".encode()): f"ok-{k}".encode() for k in range(3)}
-            armed["on"] = True
-            with pytest.raises(DLedgerError) as err:
-                await client.append(b"fsync-failed")
-            assert err.value.code == Code.DISK_ERROR
-            await wait_for(lambda: member.is_leader, 5.0, "the member to lead again")
-            index = None
-            while index is None:
-                try:
-                    index = await client.append(b"after")
-                except DLedgerError as exc:  # a second of 414s after the failure
-                    assert exc.code == Code.DISK_ERROR, exc
-                    await asyncio.sleep(0.05)
-            acked[index] = b"after"
-            stored = [e.data for e in await client.get_entries(0, index + 1)]
-            assert b"fsync-failed" not in stored, "an entry whose fsync failed was kept"
-            for idx, body in acked.items():
-                assert stored[idx] == body
-    finally:
-        await server.stop()
+    async with solo_leader(tmp_path, disk, 5.0) as (member, client):
+        acked = {await client.append(f"ok-{k}".encode()): f"ok-{k}".encode() for k in range(3)}
+        armed["on"] = True
+        with pytest.raises(DLedgerError) as err:
+            await client.append(b"fsync-failed")
+        assert err.value.code == Code.DISK_ERROR
+        await wait_for(lambda: member.is_leader, 5.0, "the member to lead again")
+        index = None
+        while index is None:
+            try:
+                index = await client.append(b"after")
+            except DLedgerError as exc:  # a second of 414s after the failure
+                assert exc.code == Code.DISK_ERROR, exc
+                await asyncio.sleep(0.05)
+        acked[index] = b"after"
+        stored = [e.data for e in await client.get_entries(0, index + 1)]
+        assert b"fsync-failed" not in stored, "an entry whose fsync failed was kept"
+        for idx, body in acked.items():
+            assert stored[idx] == body
 
 
 async def test_one_server_hosts_many_groups(cluster):
