@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/compare.py [--duration 10] [--json]
 
-Needs Debian's nats-server on PATH and makes .venv-bench with nats-py for the peer.
+Needs Debian's nats-server on PATH; the peer's client (nats-py) goes into .venv-bench from
+bench/peers/requirements.txt.
 Every server gets fresh data in a temporary directory; the client is always a separate
 process from the server. Prints a Markdown table (for bench/RESULTS.md) or JSON.
 """
@@ -21,17 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.dledger_compare import ensure_peer_venv  # noqa: E402
 from tests.procs import ServerProcess, free_port, free_port_pair  # noqa: E402
-
-BENCH_VENV = REPO / ".venv-bench"
-
-
-def ensure_peer_venv() -> Path:
-    python = BENCH_VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "nats-py"], check=True)
-    return python
 
 
 def run_json(cmd: list[str]) -> dict:
