@@ -138,3 +138,15 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def run_ledgermq(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m ledgermq *args` to completion (a client command), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "ledgermq", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        timeout=timeout,
+    )

@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,37 +41,7 @@ import urllib.request
 from contextlib import suppress
 from pathlib import Path
 
-
-def free_ports(count: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL when this process dies, however it dies."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return 0.0
-    return values[min(len(values) - 1, round(fraction * (len(values) - 1)))]
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+from peer_util import die_with_parent, free_ports, log, percentile
 
 
 class EtcdCluster:

@@ -13,12 +13,7 @@ import time
 
 import nats
 from nats.js.api import StorageType, StreamConfig
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return 0.0
-    return values[min(len(values) - 1, round(fraction * (len(values) - 1)))]
+from peer_util import percentile
 
 
 async def main(args: argparse.Namespace) -> dict:

@@ -37,12 +37,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from peer_util import die_with_parent, free_ports, log, percentile
 
 SPEED_CONF: dict[str, object] = {
     "fullDumpFile": None,
@@ -60,30 +61,6 @@ SPEED_CONF: dict[str, object] = {
     "logCompactionMinTime": 300,
     "dynamicMembershipChange": False,
 }
-
-
-def free_ports(count: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return 0.0
-    return values[min(len(values) - 1, round(fraction * (len(values) - 1)))]
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def emit(obj: dict) -> None:
@@ -225,15 +202,6 @@ def member_main(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- coordinator
-
-
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL when this process dies, however it dies."""
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 class Proc:

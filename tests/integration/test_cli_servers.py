@@ -6,28 +6,18 @@ taken exits 1 with one clear line, and `broker -p` checks what startup checks.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.procs import REPO, ProcessGroup, free_port
+from tests.procs import ProcessGroup, free_port, run_ledgermq
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def ledgermq(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ledgermq", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        timeout=timeout,
-    )
+ledgermq = run_ledgermq
 
 
 def write(path: Path, *lines: str) -> str:

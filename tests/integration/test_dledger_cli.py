@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from ledgermq.dledger.client import SyncDLedgerClient
-from tests.procs import REPO, free_port, wait_until
+from tests.procs import free_port, run_ledgermq, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def ledgermq(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ledgermq", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        timeout=timeout,
-    )
+ledgermq = run_ledgermq
 
 
 def test_three_servers_append_get_metadata(tmp_path, processes):

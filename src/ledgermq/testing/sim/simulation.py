@@ -283,14 +283,18 @@ class Simulation:
                 self.cluster.restart(i)
         self._event("heal-all")
 
-    def _propose(self, value: bytes | None = None) -> tuple[str, int] | None:
-        leaders = [
+    def _acting_leaders(self) -> list[str]:
+        """Running, unpaused nodes that believe they lead (several, in different terms)."""
+        return [
             i
             for i in self.ids
             if i not in self.paused
             and self.cluster.nodes[i] is not None
             and self.cluster.nodes[i].role is Role.LEADER
         ]
+
+    def _propose(self, value: bytes | None = None) -> tuple[str, int] | None:
+        leaders = self._acting_leaders()
         if not leaders:
             return None
         at = self.rng.choice(leaders)
@@ -324,13 +328,7 @@ class Simulation:
             self._event("snapshot", at, index, self.cluster.storages[at].first_index() - 1)
 
     def _change_membership(self) -> None:
-        leaders = [
-            i
-            for i in self.ids
-            if i not in self.paused
-            and self.cluster.nodes[i] is not None
-            and self.cluster.nodes[i].role is Role.LEADER
-        ]
+        leaders = self._acting_leaders()
         if not leaders:
             return
         at = self.rng.choice(leaders)
