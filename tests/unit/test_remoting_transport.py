@@ -206,3 +206,29 @@ async def test_each_request_times_out_on_its_own_deadline(server):
     server.release.set()
     assert (await slow_long).remark == "released"
     await client.close()
+
+
+async def test_start_request_futures_leave_no_bookkeeping_behind(server):
+    # The coroutine-free request path: a reply, a timeout and a cancelled caller each
+    # remove their entry, so thousands of requests in flight never leak.
+    client = RemotingClient()
+    addr = f"127.0.0.1:{server.port}"
+    conn = await client.connection(addr)
+    replies = [
+        conn.start_request(RemotingCommand(code=1, ext_fields={"v": str(i)}), 5) for i in range(50)
+    ]
+    assert [r.ext_fields["echo"] for r in await asyncio.gather(*replies)] == [
+        str(i) for i in range(50)
+    ]
+    late = conn.start_request(RemotingCommand(code=2), 0.05)
+    with pytest.raises(RemotingTimeoutError):
+        await late
+    cancelled = asyncio.ensure_future(conn.request(RemotingCommand(code=2), 30))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert conn._pending == {} and conn._deadlines == {}
+    assert client.open_connection(addr) is conn
+    await client.close()
+    assert client.open_connection(addr) is None

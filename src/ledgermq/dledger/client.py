@@ -73,6 +73,8 @@ class DLedgerClient:
         self.leader_id: str | None = None
         self._remoting = RemotingClient(connect_timeout=1.0)
         self._rotation = itertools.cycle(list(self.peers))
+        # extFields of appends to the leader, shared by all of them (never mutated)
+        self._leader_fields: dict[str, str] = {}
 
     async def close(self) -> None:
         await self._remoting.close()
@@ -161,8 +163,29 @@ class DLedgerClient:
     # ---- the log -------------------------------------------------------------------------
 
     async def append(self, body: bytes) -> int:
-        reply = await self.call(RequestCode.APPEND, body=encode_append_request([body]))
+        payload = encode_append_request([body])
+        reply = await self._append_to_leader(payload)
+        if reply is None:
+            reply = await self.call(RequestCode.APPEND, body=payload)
         return decode_append_reply(reply.body)[0]
+
+    async def _append_to_leader(self, payload: bytes) -> RemotingCommand | None:
+        """The hot path: straight to the known leader on its open connection. None when
+        that does not work out; call() then takes over (finding the leader, retrying)."""
+        leader = self.leader_id
+        conn = self._remoting.open_connection(self.peers.get(leader, "")) if leader else None
+        if conn is None:
+            return None
+        fields = self._leader_fields
+        if fields.get("remoteId") != leader:
+            fields = self._leader_fields = {"group": self.group, "remoteId": leader}
+        cmd = RemotingCommand(code=RequestCode.APPEND, ext_fields=fields, body=payload)
+        try:
+            reply = await conn.start_request(cmd, self.request_timeout)
+        except RemotingException:
+            return None
+        # anything but SUCCESS was not appended (NOT_LEADER, ...): call() sorts it out
+        return reply if reply.code == Code.SUCCESS else None
 
     async def append_batch(self, bodies: list[bytes]) -> list[int]:
         if not bodies:

@@ -40,6 +40,11 @@ class RemotingClient:
     def connections(self) -> dict[str, RemotingConnection]:
         return {a: c for a, c in self._connections.items() if c.is_open}
 
+    def open_connection(self, addr: str) -> RemotingConnection | None:
+        """The cached connection to `addr` if it is open (never connects)."""
+        conn = self._connections.get(addr)
+        return conn if conn is not None and conn.is_open else None
+
     async def connection(self, addr: str) -> RemotingConnection:
         conn = self._connections.get(addr)
         if conn is not None and conn.is_open:

@@ -236,8 +236,10 @@ class RemotingConnection(asyncio.Protocol):
                 self._malformed(event)
             elif event.is_response:
                 future = self._pending.pop(event.opaque, None)
-                if future is not None and not future.done():
-                    future.set_result(event)
+                if future is not None:
+                    del self._deadlines[event.opaque]
+                    if not future.done():
+                        future.set_result(event)
             elif dispatcher is not None:
                 if run and run[0].code != event.code:
                     dispatcher.dispatch_group(self, run)
@@ -333,10 +335,28 @@ class RemotingConnection(asyncio.Protocol):
 
     async def request(self, cmd: RemotingCommand, timeout: float) -> RemotingCommand:
         opaque = cmd.opaque = next(self._opaques)
+        try:
+            return await self.start_request(cmd, timeout, opaque)
+        finally:
+            # cancelled or failed to send: forget it (a reply already did)
+            if self._pending.pop(opaque, None) is not None:
+                del self._deadlines[opaque]
+
+    def start_request(
+        self, cmd: RemotingCommand, timeout: float, opaque: int | None = None
+    ) -> asyncio.Future[RemotingCommand]:
+        """Send a request; the future gets its reply, or RemotingTimeoutError after
+        `timeout` seconds, or RemotingSendError if the connection closes first.
+
+        `request()` without its coroutine frame, for callers that keep thousands in
+        flight; if the caller stops waiting, the entry goes at the deadline."""
+        if opaque is None:
+            opaque = cmd.opaque = next(self._opaques)
         cmd.flag &= ~1
         loop = self._loop
         future: asyncio.Future[RemotingCommand] = loop.create_future()
         deadline = loop.time() + timeout
+        self.send(cmd)  # raises while closed: nothing registered then
         self._pending[opaque] = future
         self._deadlines[opaque] = (deadline, cmd.code, timeout)
         # One timer per connection, not one per request (asyncio.wait_for's cost shows at
@@ -344,12 +364,7 @@ class RemotingConnection(asyncio.Protocol):
         # for the earliest deadline so timeouts stay precise.
         if self._timer is None or deadline < self._timer_at:
             self._arm_timer(deadline)
-        try:
-            self.send(cmd)
-            return await future
-        finally:
-            self._pending.pop(opaque, None)
-            self._deadlines.pop(opaque, None)
+        return future
 
     def _arm_timer(self, deadline: float) -> None:
         if self._timer is not None:

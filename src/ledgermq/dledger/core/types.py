@@ -52,7 +52,10 @@ class ErrorCode(IntEnum):
     LEADER_TRANSFERRING = 506
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays an object.__setattr__ per field when built, and
+# one is built per appended entry on every replica. Never mutate one: logs and caches
+# share them.
+@dataclass(slots=True)
 class Entry:
     index: int
     term: int

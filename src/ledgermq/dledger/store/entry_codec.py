@@ -98,7 +98,10 @@ def chain_crc(
     )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays an object.__setattr__ per field when built, and
+# one is built per appended entry on every replica. Never mutate one: logs and caches
+# share them.
+@dataclass(slots=True)
 class Entry:
     index: int
     term: int
