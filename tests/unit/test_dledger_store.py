@@ -105,6 +105,58 @@ def test_append_batch_matches_single_appends(tmp_path):
     assert _data_bytes(tmp_path / "a") == _data_bytes(tmp_path / "b")
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_append_bodies_writes_exactly_what_append_batch_writes(tmp_path, seed):
+    # The hot path skips Entry objects and keeps CRCs unsigned; the files, the index and
+    # what recovery reads back must not differ by a byte, whether a batch fits in one
+    # file (fast path) or crosses into the next data or index file (general path).
+    rng = random.Random(seed)
+    a = open_store(tmp_path / "a")
+    b = open_store(tmp_path / "b")
+    n = 0
+    for term in (1, 1, 2, 3, 3):
+        for _ in range(rng.randint(1, 6)):
+            batch = [body(n + k, rng) for k in range(rng.randint(1, 9))]
+            kind = MAGIC_NOOP if rng.random() < 0.2 else 1
+            a.append_batch(term, batch, magic=kind)
+            b.append_bodies(term, batch, kind)
+            n += len(batch)
+            assert (b.last_index, b.last_term, b.write_pos) == (
+                a.last_index,
+                a.last_term,
+                a.write_pos,
+            )
+    # the next entry's chainCrc continues from the fast path's last one
+    assert a.append(4, b"after") == b.append(4, b"after")
+    for s in (a, b):
+        s.sync()
+        s.close()
+    assert _data_bytes(tmp_path / "a") == _data_bytes(tmp_path / "b")
+    index_a, index_b = (
+        {
+            p: (r / "dledger-n0" / "index" / p).read_bytes()
+            for p in os.listdir(r / "dledger-n0" / "index")
+        }
+        for r in (tmp_path / "a", tmp_path / "b")
+    )
+    assert index_a == index_b
+    reopened = open_store(tmp_path / "b")
+    assert reopened.last_index == n
+    assert [reopened.get(i) for i in range(n + 1)] == [
+        open_store(tmp_path / "a").get(i) for i in range(n + 1)
+    ]
+
+
+def test_append_bodies_refuses_what_append_batch_refuses(tmp_path):
+    s = open_store(tmp_path)
+    s.append_bodies(3, [b"x"])
+    with pytest.raises(StoreError, match="below the last term"):
+        s.append_bodies(2, [b"y"])
+    with pytest.raises(StoreError, match="exceeds data file size"):
+        s.append_bodies(3, [b"z" * DFS])
+    assert s.last_index == 0
+
+
 def _data_bytes(root, self_id="n0"):
     d = root / f"dledger-{self_id}" / "data"
     return {n: (d / n).read_bytes() for n in sorted(os.listdir(d))}

@@ -41,7 +41,7 @@ from ledgermq.dledger.protocol import (
     parse_peers,
 )
 from ledgermq.remoting.client import RemotingClient
-from ledgermq.remoting.codec import RemotingCommand
+from ledgermq.remoting.codec import RemotingCommand, SharedFields
 from ledgermq.remoting.errors import RemotingException, RemotingTimeoutError
 
 # worth another try, after a pause: the group is between leaders
@@ -74,7 +74,7 @@ class DLedgerClient:
         self._remoting = RemotingClient(connect_timeout=1.0)
         self._rotation = itertools.cycle(list(self.peers))
         # extFields of appends to the leader, shared by all of them (never mutated)
-        self._leader_fields: dict[str, str] = {}
+        self._leader_fields: dict[str, str] = SharedFields()
 
     async def close(self) -> None:
         await self._remoting.close()
@@ -178,7 +178,7 @@ class DLedgerClient:
             return None
         fields = self._leader_fields
         if fields.get("remoteId") != leader:
-            fields = self._leader_fields = {"group": self.group, "remoteId": leader}
+            fields = self._leader_fields = SharedFields(group=self.group, remoteId=leader)
         cmd = RemotingCommand(code=RequestCode.APPEND, ext_fields=fields, body=payload)
         try:
             reply = await conn.start_request(cmd, self.request_timeout)

@@ -227,7 +227,7 @@ class RaftLogStorage:
                 or todo[j].kind != todo[run_start].kind
             ):
                 head = todo[run_start]
-                store.append_batch(head.term, [e.data for e in todo[run_start:j]], magic=head.kind)
+                store.append_bodies(head.term, [e.data for e in todo[run_start:j]], head.kind)
                 run_start = j
 
     def save_hard_state(self, hs: HardState) -> None:

@@ -34,7 +34,7 @@ from ledgermq.dledger.protocol import (
     encode_metadata,
 )
 from ledgermq.dledger.statemachine import StateMachine, UserRequestHandler
-from ledgermq.remoting.codec import RemotingCommand
+from ledgermq.remoting.codec import RemotingCommand, SharedFields
 from ledgermq.remoting.connection import Dispatcher, RemotingConnection
 from ledgermq.remoting.server import RemotingServer
 from ledgermq.storage.disk import Disk
@@ -60,6 +60,8 @@ class DLedgerServer:
         self.server = RemotingServer(self.dispatcher, host, port, name="dledger")
         self.links = PeerLinks()
         self.members: dict[str, Member] = {}
+        # member -> ((leader, term, leader address), extFields of its success replies)
+        self._ok_fields: dict[Member | None, tuple[object, SharedFields]] = {}
         self._executor = ThreadPoolExecutor(fsync_threads, thread_name_prefix="dledger-fsync")
         self._ticker: asyncio.Task[None] | None = None
         self._register()
@@ -116,6 +118,7 @@ class DLedgerServer:
     async def remove_group(self, group: str) -> None:
         member = self.members.pop(group, None)
         if member is not None:
+            self._ok_fields.pop(member, None)
             await member.stop()
 
     async def stop(self) -> None:
@@ -176,14 +179,8 @@ class DLedgerServer:
         return member
 
     @staticmethod
-    def _reply(
-        cmd: RemotingCommand,
-        code: int,
-        remark: str | None = None,
-        member: Member | None = None,
-        body: bytes = b"",
-        leader_id: str | None = None,
-    ) -> RemotingCommand:
+    def _fields(member: Member | None, leader_id: str | None = None) -> dict[str, str]:
+        """What every reply from `member` tells the client: the leader and the term."""
         ext: dict[str, str] = {}
         if member is not None and member.node is not None:
             leader = leader_id or member.leader_id
@@ -193,7 +190,30 @@ class DLedgerServer:
                 if addr:
                     ext["leaderAddr"] = addr
             ext["term"] = str(member.node.term)
-        return cmd.make_response(int(code), remark, ext, body)
+        return ext
+
+    def _reply(
+        self,
+        cmd: RemotingCommand,
+        code: int,
+        remark: str | None = None,
+        member: Member | None = None,
+        body: bytes = b"",
+        leader_id: str | None = None,
+    ) -> RemotingCommand:
+        return cmd.make_response(int(code), remark, self._fields(member, leader_id), body)
+
+    def _success_fields(self, member: Member | None) -> SharedFields:
+        """The extFields of a success reply from `member`, made once per leader and term
+        (thousands of append replies a second carry the same ones)."""
+        node = member.node if member is not None else None
+        key = None
+        if member is not None and node is not None:
+            key = (member.leader_id, node.term, member.peers.get(member.leader_id or ""))
+        cached = self._ok_fields.get(member)
+        if cached is None or cached[0] != key:
+            cached = self._ok_fields[member] = (key, SharedFields(self._fields(member)))
+        return cached[1]
 
     def _error_reply(
         self, cmd: RemotingCommand, exc: MemberError, member: Member | None
@@ -272,7 +292,7 @@ class DLedgerServer:
                         fut.result()
                 body = encode_append_reply(first, len(pending))
                 if ok is None or ok[0] is not member:
-                    ok = (member, self._reply(cmd, Code.SUCCESS, None, member).ext_fields)
+                    ok = (member, self._success_fields(member))
                 out.append(cmd.make_response(Code.SUCCESS, None, ok[1], body))
             except MemberError as exc:
                 for fut in pending:  # consume the others' exceptions

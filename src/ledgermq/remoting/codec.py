@@ -149,11 +149,30 @@ def _make_json_codec() -> tuple[Callable[[object], str], Callable[[str], object]
 _dump_json, _load_json = _make_json_codec()
 
 
+class SharedFields(dict):
+    """extFields that many commands carry unchanged (a client's request to one member, a
+    leader's success replies): read-only, so its JSON is made once and reused."""
+
+    __slots__ = ("_json",)
+
+    def __init__(self, *args: object, **kwargs: str) -> None:
+        super().__init__(*args, **kwargs)
+        self._json = _dump_json(dict(self))
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("SharedFields are read-only: copy them into a dict to change them")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+
 def _json_header(cmd: RemotingCommand) -> bytes:
     # Keys in Java's (sorted) order; only the free-form parts go through the encoder.
     remark = "" if cmd.remark is None else f',"remark":{_dump_json(cmd.remark)}'
+    ext = cmd.ext_fields
+    ext_json = ext._json if type(ext) is SharedFields else _dump_json(ext)
     return (
-        f'{{"code":{int(cmd.code)},"extFields":{_dump_json(cmd.ext_fields)},'
+        f'{{"code":{int(cmd.code)},"extFields":{ext_json},'
         f'"flag":{int(cmd.flag)},"language":"{_LANGUAGE_NAME.get(cmd.language, "OTHER")}",'
         f'"opaque":{int(cmd.opaque)}{remark},"serializeTypeCurrentRPC":"JSON",'
         f'"version":{int(cmd.version)}}}'
@@ -200,36 +219,45 @@ def encode_command(cmd: RemotingCommand) -> bytes:
 # Decoding
 
 
+def _as_int(value: object) -> int:
+    # ints arrive as ints from every client we know; strings and floats are tolerated
+    return value if type(value) is int else int(value)  # type: ignore[call-overload]
+
+
 def _decode_json_header(raw: bytes, body: bytes) -> RemotingCommand | MalformedCommand:
+    # Every request and reply passes here: plain lookups and one positional constructor
+    # call (a frame costs about 1.6 us instead of 2.3 us)
     try:
         obj = _load_json(raw.decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return MalformedCommand(f"header is not valid JSON: {exc}", SerializeType.JSON)
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         return MalformedCommand("JSON header is not an object", SerializeType.JSON)
+    get = obj.get
     opaque = code = None
     try:
-        opaque = int(obj.get("opaque", 0))
-        code = int(obj["code"])
-        flag = int(obj.get("flag", 0))
-        language_raw = obj.get("language", "OTHER")
-        if isinstance(language_raw, str):
-            language = _LANGUAGE_BY_NAME.get(language_raw.upper(), LanguageCode.OTHER)
+        opaque = _as_int(get("opaque", 0))
+        code = _as_int(obj["code"])
+        flag = _as_int(get("flag", 0))
+        language_raw = get("language", "OTHER")
+        if type(language_raw) is str:
+            language = _LANGUAGE_BY_NAME.get(language_raw)
+            if language is None:
+                language = _LANGUAGE_BY_NAME.get(language_raw.upper(), LanguageCode.OTHER)
         else:
             language = int(language_raw)
-        version = int(obj.get("version", 0))
-        remark = obj.get("remark")
-        if remark is not None and not isinstance(remark, str):
+        version = _as_int(get("version", 0))
+        remark = get("remark")
+        if remark is not None and type(remark) is not str:
             remark = ext_value_to_str(remark)
-        raw_ext = obj.get("extFields") or {}
-        if not isinstance(raw_ext, dict):
+        ext_fields = get("extFields") or {}
+        if type(ext_fields) is not dict:
             raise ValueError("extFields is not an object")
-        ext_fields = raw_ext
-        for v in raw_ext.values():
+        for v in ext_fields.values():
             if type(v) is not str:
                 # Node.js and C++ clients send numbers and booleans: coerce the map once.
                 ext_fields = {
-                    str(k): ext_value_to_str(x) for k, x in raw_ext.items() if x is not None
+                    str(k): ext_value_to_str(x) for k, x in ext_fields.items() if x is not None
                 }
                 break
     except KeyError:
@@ -243,15 +271,7 @@ def _decode_json_header(raw: bytes, body: bytes) -> RemotingCommand | MalformedC
             int(obj.get("flag", 0)) if isinstance(obj.get("flag"), int) else 0,
         )
     return RemotingCommand(
-        code=code,
-        opaque=opaque,
-        flag=flag,
-        language=language,
-        version=version,
-        remark=remark,
-        ext_fields=ext_fields,
-        body=body,
-        serialize_type=SerializeType.JSON,
+        code, opaque, flag, language, version, remark, ext_fields, body, SerializeType.JSON
     )
 
 
