@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from ledgermq.dledger.client import DLedgerClient, DLedgerError
+from ledgermq.dledger.client import COALESCE_MAX_COUNT, DLedgerClient, DLedgerError
 from ledgermq.dledger.kv import KVStateMachine
 from ledgermq.dledger.member import MemberConfig
 from ledgermq.dledger.protocol import Code, RequestCode, encode_append_request
@@ -180,6 +180,34 @@ async def test_many_appends_in_flight(cluster):
         for i in IDS:
             got = await client.get_entries(top - 5, 6, member=i)
             assert [e.index for e in got] == list(range(top - 5, top + 1))
+
+
+async def test_appends_made_together_share_one_request(cluster):
+    leader = await cluster.leader()
+    member = cluster.member(leader)
+    seen: list[int] = []  # entries per APPEND request the leader got
+    submit = member.submit_many
+
+    def spy(batches):
+        seen.extend(len(b) for b in batches)
+        return submit(batches)
+
+    member.submit_many = spy
+    async with cluster.client() as client:
+        await client.metadata()  # learn the leader
+        bodies = [b"c%d" % k for k in range(1100)]
+        indexes = await asyncio.gather(*(client.append(b) for b in bodies))
+        # one loop iteration's appends: one request, cut at COALESCE_MAX_COUNT; each
+        # caller gets its own index, in call order, and nothing was sent twice
+        assert seen == [COALESCE_MAX_COUNT, 1100 - COALESCE_MAX_COUNT]
+        assert indexes == list(range(indexes[0], indexes[0] + 1100))
+        for k in (0, 1023, 1024, 1099):
+            assert await client.get(indexes[k]) == bodies[k]
+    seen.clear()
+    async with cluster.client(coalesce=False) as client:
+        await client.metadata()
+        indexes = await asyncio.gather(*(client.append(b"n%d" % k) for k in range(20)))
+        assert seen == [1] * 20 and len(set(indexes)) == 20
 
 
 async def test_unknown_group_and_member(cluster):
@@ -436,7 +464,7 @@ async def test_too_many_pending_appends_get_503(tmp_path):
     c = await Cluster(tmp_path, config=replace(FAST, max_pending=8)).start()
     try:
         await c.leader()
-        async with c.client() as client:
+        async with c.client(coalesce=False) as client:
             results = await asyncio.gather(
                 *(client.append(b"p%d" % k) for k in range(200)), return_exceptions=True
             )
@@ -445,6 +473,12 @@ async def test_too_many_pending_appends_get_503(tmp_path):
             assert done and full
             assert {e.code for e in full} == {Code.LEADER_PENDING_FULL}
             assert len(set(done)) == len(done)
+        # a coalesced request is taken whole or refused whole
+        async with c.client() as client:
+            results = await asyncio.gather(
+                *(client.append(b"q%d" % k) for k in range(20)), return_exceptions=True
+            )
+            assert {r.code for r in results} == {Code.LEADER_PENDING_FULL}
     finally:
         await c.stop()
 

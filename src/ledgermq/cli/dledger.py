@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--size", "-s", type=int, default=1024, help="body bytes (1024)")
     b.add_argument("--inflight", type=int, default=64, help="appends in flight (64)")
     b.add_argument("--batch", type=int, default=1, help="entries per append request (1)")
+    b.add_argument(
+        "--no-coalesce",
+        action="store_true",
+        help="one request per append (by default appends made in the same event-loop "
+        "iteration share one request)",
+    )
     b.add_argument("--duration", type=float, default=10.0, help="seconds (10)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
@@ -193,7 +199,10 @@ async def _serve(args: argparse.Namespace, groups: list[str], peers, port: int, 
 async def _client_action(args: argparse.Namespace) -> int:
     from ledgermq.dledger.client import DLedgerClient
 
-    async with DLedgerClient(args.group, args.peers, timeout=args.timeout) as client:
+    coalesce = not getattr(args, "no_coalesce", False)
+    async with DLedgerClient(
+        args.group, args.peers, timeout=args.timeout, coalesce=coalesce
+    ) as client:
         if args.action == "append":
             bodies = [b.encode() for b in args.bodies]
             for index in await client.append_batch(bodies):
@@ -323,5 +332,6 @@ async def _bench(client: Any, args: argparse.Namespace) -> dict:
         "inflight": args.inflight,
         "batch": args.batch,
         "flush_mode": meta.get("flushMode", "unknown"),
+        "coalesce": client.coalesce,
         "group": args.group,
     }

@@ -30,6 +30,7 @@ from ledgermq.dledger.kv import (
     encode_command,
 )
 from ledgermq.dledger.protocol import (
+    BodyError,
     Code,
     LogEntry,
     RequestCode,
@@ -50,6 +51,31 @@ _TRANSIENT = frozenset({Code.NOT_LEADER, Code.LEADER_NOT_READY, Code.LEADER_TRAN
 _PAUSE = 0.05
 
 
+# bounds of one coalesced APPEND request
+COALESCE_MAX_BYTES = 1 << 20
+COALESCE_MAX_COUNT = 1024
+
+
+def _resolve_all(futures: list[asyncio.Future[int]], indexes: list[int]) -> None:
+    if len(indexes) != len(futures):
+        _fail_all(
+            futures,
+            DLedgerError(
+                Code.UNEXPECTED_ARGUMENT, f"{len(indexes)} indexes for {len(futures)} appends"
+            ),
+        )
+        return
+    for future, index in zip(futures, indexes, strict=True):
+        if not future.done():  # its caller may have given up
+            future.set_result(index)
+
+
+def _fail_all(futures: list[asyncio.Future[int]], exc: Exception) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
+
+
 class DLedgerError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(f"{code_name(code)} ({code}): {message}")
@@ -65,7 +91,10 @@ class DLedgerClient:
         *,
         timeout: float = 5.0,
         request_timeout: float = 3.0,
+        coalesce: bool = True,
     ) -> None:
+        """`coalesce`: appends made in the same event-loop iteration share one request
+        (each still gets its own index); False sends one request per append."""
         self.group = group
         self.peers = parse_peers(peers) if isinstance(peers, str) else dict(peers)
         self.timeout = timeout
@@ -75,8 +104,19 @@ class DLedgerClient:
         self._rotation = itertools.cycle(list(self.peers))
         # extFields of appends to the leader, shared by all of them (never mutated)
         self._leader_fields: dict[str, str] = SharedFields()
+        self.coalesce = coalesce
+        # appends waiting for the end of this loop iteration (see append())
+        self._batch: list[bytes] = []
+        self._batch_futures: list[asyncio.Future[int]] = []
+        self._batch_bytes = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
+        self._send_batch()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._remoting.close()
 
     async def __aenter__(self) -> DLedgerClient:
@@ -163,11 +203,82 @@ class DLedgerClient:
     # ---- the log -------------------------------------------------------------------------
 
     async def append(self, body: bytes) -> int:
-        payload = encode_append_request([body])
-        reply = await self._append_to_leader(payload)
-        if reply is None:
+        if not self.coalesce:
+            payload = encode_append_request([body])
+            reply = await self._append_to_leader(payload)
+            if reply is None:
+                reply = await self.call(RequestCode.APPEND, body=payload)
+            return decode_append_reply(reply.body)[0]
+        # Appends made in one loop iteration (e.g. by many tasks woken by one burst of
+        # replies) leave as one APPEND request, sent at the end of that iteration: no
+        # added wait, one frame to encode and answer instead of one per append.
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        if not self._batch:
+            loop.call_soon(self._send_batch)
+        self._batch.append(body)
+        self._batch_futures.append(future)
+        self._batch_bytes += len(body)
+        if self._batch_bytes >= COALESCE_MAX_BYTES or len(self._batch) >= COALESCE_MAX_COUNT:
+            self._send_batch()
+        return await future
+
+    def _send_batch(self) -> None:
+        bodies, futures = self._batch, self._batch_futures
+        if not bodies:
+            return
+        self._batch, self._batch_futures, self._batch_bytes = [], [], 0
+        payload = encode_append_request(bodies)
+        leader = self.leader_id
+        conn = self._remoting.open_connection(self.peers.get(leader, "")) if leader else None
+        if conn is not None:
+            fields = self._leader_fields
+            if fields.get("remoteId") != leader:
+                fields = self._leader_fields = SharedFields(group=self.group, remoteId=leader)
+            cmd = RemotingCommand(code=RequestCode.APPEND, ext_fields=fields, body=payload)
+            try:
+                reply = conn.start_request(cmd, self.request_timeout)
+            except RemotingException:
+                pass
+            else:
+                reply.add_done_callback(lambda r: self._batch_answered(r, payload, futures))
+                return
+        self._batch_retry(payload, futures)
+
+    def _batch_answered(
+        self, reply: asyncio.Future[RemotingCommand], payload: bytes, futures: list
+    ) -> None:
+        if (
+            reply.cancelled()
+            or reply.exception() is not None
+            or reply.result().code != Code.SUCCESS
+        ):
+            # not appended (NOT_LEADER, ...) or no answer: call() finds the leader, retries
+            self._batch_retry(payload, futures)
+            return
+        try:
+            indexes = decode_append_reply(reply.result().body)
+        except BodyError as exc:
+            _fail_all(futures, DLedgerError(Code.UNEXPECTED_ARGUMENT, str(exc)))
+            return
+        _resolve_all(futures, indexes)
+
+    def _batch_retry(self, payload: bytes, futures: list) -> None:
+        task = asyncio.get_running_loop().create_task(self._append_slowly(payload, futures))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _append_slowly(self, payload: bytes, futures: list) -> None:
+        try:
             reply = await self.call(RequestCode.APPEND, body=payload)
-        return decode_append_reply(reply.body)[0]
+            indexes = decode_append_reply(reply.body)
+        except (DLedgerError, BodyError) as exc:
+            _fail_all(futures, exc)
+            return
+        except asyncio.CancelledError:
+            _fail_all(futures, DLedgerError(Code.NETWORK_ERROR, "the client was closed"))
+            raise
+        _resolve_all(futures, indexes)
 
     async def _append_to_leader(self, payload: bytes) -> RemotingCommand | None:
         """The hot path: straight to the known leader on its open connection. None when
