@@ -10,7 +10,9 @@ Runs, one after the other on this machine:
    `--pysyncobj-inflight`, and once from a client process (a read-only node).
 3. ledgermq: three `ledgermq dledger server` processes per flush mode (durable, then
    interval), each mode on fresh data, loaded by `ledgermq dledger bench` (its own
-   process) at each `--inflight`.
+   process) at each `--inflight`; the client coalesces the appends made in one loop
+   iteration into one request (its default), and durable mode is also run at each
+   `--no-coalesce-inflight` with one request per append, for reference.
 
 The peers' client libraries live in .venv-bench (made here from
 bench/peers/requirements.txt), never in the project's venv. Prints a Markdown table (for
@@ -233,7 +235,13 @@ def ledgermq_runs(tmp: Path, mode: str, args: argparse.Namespace) -> list[dict]:
                 ).start()
             )
         wait_for_leader(peers, group)
-        for inflight in args.inflight:
+        plan = [(n, True) for n in args.inflight]
+        if mode == "interval":
+            # PySyncObj's best line is at 5000 in flight: measure ours there too
+            plan += [(n, True) for n in args.interval_inflight if n not in args.inflight]
+        if mode == "durable":
+            plan += [(n, False) for n in args.no_coalesce_inflight]
+        for inflight, coalesce in plan:
             cmd = [
                 sys.executable, "-m", "ledgermq", "dledger", "bench",
                 "--peers", peers,
@@ -243,9 +251,13 @@ def ledgermq_runs(tmp: Path, mode: str, args: argparse.Namespace) -> list[dict]:
                 "--duration", str(args.duration),
                 "--json",
             ]  # fmt: skip
+            if not coalesce:
+                cmd.append("--no-coalesce")
             row = run_json(cmd, timeout=args.duration + 120)
             row.update(system="ledgermq", command=shown(cmd))
             row["durability"] = f"3 members, {row.get('flush_mode', mode)}"
+            if not coalesce:
+                row["client"] = "`ledgermq dledger bench --no-coalesce` process"
             rows.append(row)
     finally:
         for server in servers:
@@ -294,7 +306,16 @@ def targets(rows: list[dict]) -> list[str]:
     durable = {
         r["inflight"]: r
         for r in rows
-        if r["system"] == "ledgermq" and r.get("flush_mode", "") == "durable"
+        if r["system"] == "ledgermq"
+        and r.get("flush_mode", "") == "durable"
+        and r.get("coalesce", True)
+    }
+    one_per_append = {
+        r["inflight"]: r
+        for r in rows
+        if r["system"] == "ledgermq"
+        and r.get("flush_mode", "") == "durable"
+        and not r.get("coalesce", True)
     }
     interval = [
         r for r in rows if r["system"] == "ledgermq" and r.get("flush_mode", "") == "interval"
@@ -311,6 +332,14 @@ def targets(rows: list[dict]) -> list[str]:
             f"| durable, {n} in flight ≥ 5x etcd | {verdict}: {mine['tps']:,.0f} vs "
             f"{peer['tps']:,.0f} ops/s ({ratio:.1f}x) |"
         )
+        solo = one_per_append.get(n)
+        if solo is not None and peer["tps"]:
+            ratio = solo["tps"] / peer["tps"]
+            out.append(
+                f"| (for reference) durable, {n} in flight, one request per append "
+                f"(`--no-coalesce`) vs etcd | {ratio:.1f}x: {solo['tps']:,.0f} vs "
+                f"{peer['tps']:,.0f} ops/s |"
+            )
     if 1 in durable:
         p50 = durable[1]["p50_ms"]
         out.append(
@@ -355,6 +384,14 @@ def main() -> None:
     parser.add_argument(
         "--pysyncobj-process-inflight", type=ints, default=[1000],
         help="in flight for PySyncObj, load from a client process (default 1000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-coalesce-inflight", type=ints, default=[100, 1000],
+        help="extra durable ledgermq lines with one request per append (default 100,1000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--interval-inflight", type=ints, default=[5000],
+        help="extra in flight for ledgermq's interval mode (default 5000, as PySyncObj's)",
     )  # fmt: skip
     parser.add_argument("--modes", default="durable,interval", help="ledgermq flush modes")
     parser.add_argument("--skip-ledgermq", action="store_true")
