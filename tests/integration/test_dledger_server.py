@@ -506,3 +506,55 @@ async def test_a_replica_told_to_overwrite_a_committed_entry_leaves_service(clus
         member.tick()  # still safe to drive
         # the rest of the group carries on
         assert await client.get(await client.append(b"later")) == b"later"
+
+
+async def test_placed_entries_carry_their_own_position_on_every_replica(cluster):
+    # A broker's CommitLog record holds its physical offset (its entry's pos + 48), so
+    # the bytes are made once the position is known: encode() gets the positions, and
+    # every replica must store each entry exactly there, across data file boundaries and
+    # mixed with plain appends queued in the same loop iteration.
+    import struct
+
+    leader = cluster.member(await cluster.leader())
+    lost: list[int] = []
+    leader.on_placement_lost = lambda: lost.append(1)
+
+    def stamped(sizes):
+        def encode(positions):
+            return [
+                struct.pack(">q", p) + bytes(n - 8) for p, n in zip(positions, sizes, strict=True)
+            ]
+
+        return encode
+
+    futures = []
+    for round_ in range(6):
+        sizes = [200_000 + 999 * round_, 64, 300_001]  # crosses the 1 MiB data files
+        futures += leader.submit_placed(sizes, stamped(sizes))
+        (plain,) = leader.submit_many([[b"plain-%d" % round_]])
+        futures += plain
+    done = await asyncio.gather(*futures)
+    indexes = [index for index, _ in done]
+    placed = [i for k, i in enumerate(indexes) if k % 4 != 3]
+    await wait_for(lambda: all(cluster.member(i).applied - 1 >= max(indexes) for i in IDS))
+    for member_id in IDS:
+        store = cluster.member(member_id).storage.store
+        for index in placed:
+            entry = store.get(index)
+            assert struct.unpack_from(">q", entry.body)[0] == entry.pos, (member_id, index)
+            # and the body can be read back by position alone
+            assert store.read_data(entry.pos + 48, len(entry.body)) == entry.body
+    assert not lost
+
+    # the log moves between submission and proposal: the placed entries are refused
+    sizes = [100, 100]
+    moved = leader.submit_placed(sizes, stamped(sizes))
+    leader.node.propose_many([b"sneaked in first"])
+    results = await asyncio.gather(*moved, return_exceptions=True)
+    assert all(isinstance(r, Exception) and r.code == Code.TERM_CHANGED for r in results)
+    assert lost == [1]
+    # and the next placement starts from the real end of the log again
+    again = leader.submit_placed(sizes, stamped(sizes))
+    ok = await asyncio.gather(*again)
+    entry = leader.storage.store.get(ok[0][0])
+    assert struct.unpack_from(">q", entry.body)[0] == entry.pos

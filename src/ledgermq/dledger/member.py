@@ -80,6 +80,7 @@ from ledgermq.dledger.log_storage import RaftLogStorage
 from ledgermq.dledger.protocol import Code, LogEntry
 from ledgermq.dledger.snapshot import SnapshotError, decode_context, encode_context
 from ledgermq.dledger.statemachine import LogOnlyStateMachine, StateMachine
+from ledgermq.dledger.store.entry_codec import HEADER_SIZE
 from ledgermq.dledger.store.entry_store import StoreError, StoreFullError
 from ledgermq.storage.disk import Disk, DiskError, DiskFullError, OsDisk
 
@@ -174,6 +175,28 @@ class _Pending:
         self.term = term
         self.future = future
         self.deadline = deadline
+
+
+class _Queued:
+    """Bodies submitted but not proposed yet: the driver proposes everything queued in
+    one core call when it wakes. A placed submission (`submit_placed`) also records where
+    its first entry must land and in which term, checked when it is proposed."""
+
+    __slots__ = ("bodies", "deadline", "futures", "placed_at", "term")
+
+    def __init__(
+        self,
+        bodies: list[bytes],
+        futures: list[asyncio.Future[Any]],
+        deadline: float,
+        placed_at: int = -1,
+        term: int = 0,
+    ) -> None:
+        self.bodies = bodies
+        self.futures = futures
+        self.deadline = deadline
+        self.placed_at = placed_at  # -1: not placed
+        self.term = term
 
 
 SendFn = Callable[[str, Message], None]  # (peer address, message)
@@ -281,8 +304,14 @@ class Member:
         self._initial_state = self.state_machine.snapshot()
         self._pending: dict[int, _Pending] = {}  # raft index -> proposal
         # submitted, proposed by the driver loop all at once: (bodies, futures, deadline)
-        self._queued: list[tuple[list[bytes], list[asyncio.Future[Any]], float]] = []
+        self._queued: list[_Queued] = []
         self._queued_n = 0
+        # log offset right after everything queued, while all of it is accounted for
+        # (placed submissions need it; None: recompute from the log)
+        self._queued_end: int | None = None
+        # called when placed entries were refused after their bytes were made (their
+        # owner must not assume the log continues after them)
+        self.on_placement_lost: Callable[[], None] | None = None
         self._held: list[Message] = []  # commit-only appends waiting (commit_hold_ms)
         self._held_timer: asyncio.TimerHandle | None = None
         self._reads: dict[bytes, asyncio.Future[int]] = {}
@@ -487,6 +516,31 @@ class Member:
             raise r
         return r
 
+    def _refusal(self, node: RaftNode) -> MemberError | None:
+        """Why this member cannot take proposals now, if it cannot."""
+        if node.role is not Role.LEADER:
+            return MemberError(Code.NOT_LEADER, f"{self.self_id} is not the leader", node.leader_id)
+        if self._disk_trouble is not None:
+            trouble = self._disk_trouble
+            if trouble[0] > self._loop.time():
+                return MemberError(trouble[1], trouble[2], node.leader_id)
+            self._disk_trouble = None
+        if node.transferee is not None:
+            return MemberError(
+                Code.LEADER_TRANSFERRING, f"transferring to {node.transferee}", node.leader_id
+            )
+        return None
+
+    def _uncommitted(self, node: RaftNode) -> int:
+        return max(len(self._pending), node.pending_proposals()) + self._queued_n
+
+    def _full(self, node: RaftNode, uncommitted: int) -> MemberError:
+        return MemberError(
+            Code.LEADER_PENDING_FULL,
+            f"{uncommitted} appends are already waiting on {self.self_id}",
+            node.leader_id,
+        )
+
     def submit_many(
         self, batches: list[list[bytes]]
     ) -> list[list[asyncio.Future[Any]] | MemberError]:
@@ -494,73 +548,122 @@ class Member:
         each batch its futures, or the MemberError that refused it."""
         node = self.node
         assert node is not None
-        loop = self._loop
-        refused: MemberError | None = None
-        if node.role is not Role.LEADER:
-            refused = MemberError(
-                Code.NOT_LEADER, f"{self.self_id} is not the leader", node.leader_id
-            )
-        elif self._disk_trouble is not None:
-            trouble = self._disk_trouble
-            if trouble[0] > loop.time():
-                refused = MemberError(trouble[1], trouble[2], node.leader_id)
-            else:
-                self._disk_trouble = None
-        if refused is None and node.transferee is not None:
-            refused = MemberError(
-                Code.LEADER_TRANSFERRING, f"transferring to {node.transferee}", node.leader_id
-            )
+        refused = self._refusal(node)
         if refused is not None:
             return [refused] * len(batches)
         # each batch whole or not at all: a batch cut short by the core's own bound would
         # leave the client not knowing which of its entries went in
-        uncommitted = max(len(self._pending), node.pending_proposals()) + self._queued_n
+        uncommitted = self._uncommitted(node)
         limit = self.config.max_pending
-        deadline = loop.time() + self.config.request_timeout
-        create = loop.create_future
+        deadline = self._loop.time() + self.config.request_timeout
+        create = self._loop.create_future
         queued = self._queued
         out: list[list[asyncio.Future[Any]] | MemberError] = []
         added = 0
         for bodies in batches:
             n = len(bodies)
             if uncommitted + n > limit:
-                out.append(
-                    MemberError(
-                        Code.LEADER_PENDING_FULL,
-                        f"{uncommitted} appends are already waiting on {self.self_id}",
-                        node.leader_id,
-                    )
-                )
+                out.append(self._full(node, uncommitted))
                 continue
             # proposed by the driver loop together with everything else submitted before
             # it wakes: one core call and one round of appends for the lot (principle 8)
             futures = [create()] if n == 1 else [create() for _ in bodies]
-            queued.append((bodies, futures, deadline))
+            queued.append(_Queued(bodies, futures, deadline))
             uncommitted += n
             added += n
             out.append(futures)
         if added:
             self._queued_n += added
+            self._queued_end = None
             self._wake.set()
         return out
+
+    def log_end_pos(self) -> int:
+        """The log offset right after the last entry this member holds, including
+        entries proposed but not yet written (where the next entry's header goes, unless
+        it must skip to the next data file)."""
+        node, storage = self.node, self.storage
+        assert node is not None and storage is not None
+        store = storage.store
+        end = store.write_pos
+        # raft index = DLedger index + 1: entries above the store's last are unwritten
+        for e in node.log.slice(store.last_index + 2, node.log.last_index() + 1):
+            size = HEADER_SIZE + len(e.data)
+            end = store.place(end, size) + size
+        return end
+
+    def submit_placed(
+        self, sizes: list[int], encode: Callable[[list[int]], list[bytes]]
+    ) -> list[asyncio.Future[Any]]:
+        """Propose entries whose bytes depend on where they land (a broker's CommitLog
+        record carries its own physical offset, its entry's pos + 48).
+
+        `sizes` are the body lengths; `encode(positions)` gets each entry's pos (the
+        offset of its 48-byte header, the same on every replica) and returns the bodies,
+        of exactly those lengths. It runs now, synchronously, so the caller may assign
+        other sequence numbers (queue offsets) in log order inside it. Raises MemberError
+        when refused (nothing was encoded then). If the log moves under the entries
+        before they are proposed (a new term in between), their futures fail with
+        TERM_CHANGED and `on_placement_lost` is called."""
+        node = self.node
+        assert node is not None
+        refused = self._refusal(node)
+        if refused is not None:
+            raise refused
+        uncommitted = self._uncommitted(node)
+        if uncommitted + len(sizes) > self.config.max_pending:
+            raise self._full(node, uncommitted)
+        store = self.storage.store  # type: ignore[union-attr]
+        end = self._queued_end
+        if end is None:
+            end = self.log_end_pos()
+            for q in self._queued:
+                for b in q.bodies:
+                    size = HEADER_SIZE + len(b)
+                    end = store.place(end, size) + size
+        positions: list[int] = []
+        for n in sizes:
+            size = HEADER_SIZE + n
+            at = store.place(end, size)
+            positions.append(at)
+            end = at + size
+        bodies = encode(positions)
+        if [len(b) for b in bodies] != list(sizes):
+            raise ValueError("encode() returned bodies of other lengths than announced")
+        create = self._loop.create_future
+        futures = [create() for _ in bodies]
+        deadline = self._loop.time() + self.config.request_timeout
+        self._queued.append(_Queued(bodies, futures, deadline, positions[0], node.term))
+        self._queued_n += len(bodies)
+        self._queued_end = end
+        self._wake.set()
+        return futures
 
     def _propose_queued(self, node: RaftNode) -> None:
         queued, self._queued = self._queued, []
         self._queued_n = 0
-        bodies = queued[0][0] if len(queued) == 1 else [b for q in queued for b in q[0]]
+        self._queued_end = None
+        if any(q.placed_at >= 0 for q in queued):
+            queued = self._check_placement(node, queued)
+            if not queued:
+                return
+        bodies = queued[0].bodies if len(queued) == 1 else [b for q in queued for b in q.bodies]
         r = node.propose_many(bodies)
         if isinstance(r, ProposeError):
-            for _, futures, _ in queued:
-                exc = _error(r)
-                for fut in futures:
+            exc = _error(r)
+            for q in queued:
+                for fut in q.futures:
                     if not fut.done():
                         fut.set_exception(exc)
+            if any(q.placed_at >= 0 for q in queued) and self.on_placement_lost is not None:
+                self.on_placement_lost()
             return
         term = node.term
         pending = self._pending
         index = r
-        for _, futures, deadline in queued:
-            for fut in futures:
+        for q in queued:
+            deadline = q.deadline
+            for fut in q.futures:
                 stale = pending.get(index)
                 if stale is not None and not stale.future.done():
                     # lost and regained leadership between two Readies: that entry is gone
@@ -570,6 +673,34 @@ class Member:
                 pending[index] = _Pending(term, fut, deadline)
                 index += 1
 
+    def _check_placement(self, node: RaftNode, queued: list[_Queued]) -> list[_Queued]:
+        """Drops the placed submissions that would not land where their bytes say."""
+        store = self.storage.store  # type: ignore[union-attr]
+        end = self.log_end_pos()
+        keep: list[_Queued] = []
+        lost = False
+        for q in queued:
+            if q.placed_at >= 0:
+                first = store.place(end, HEADER_SIZE + len(q.bodies[0]))
+                if first != q.placed_at or q.term != node.term:
+                    lost = True
+                    exc = MemberError(
+                        Code.TERM_CHANGED,
+                        f"the log moved before entries placed at {q.placed_at} were proposed",
+                        node.leader_id,
+                    )
+                    for fut in q.futures:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+            for b in q.bodies:
+                size = HEADER_SIZE + len(b)
+                end = store.place(end, size) + size
+            keep.append(q)
+        if lost and self.on_placement_lost is not None:
+            self.on_placement_lost()
+        return keep
+
     async def propose(self, data: bytes) -> tuple[int, object]:
         """Propose one entry; (DLedger index, state machine result) once applied."""
         (fut,) = self.submit([data])
@@ -577,12 +708,15 @@ class Member:
 
     def _expire_pending(self) -> None:
         now = self._loop.time()
-        late = [q for q in self._queued if q[2] <= now]
+        late = [q for q in self._queued if q.deadline <= now]
         if late:  # never proposed: the loop was busy (e.g. reopening the store)
-            self._queued = [q for q in self._queued if q[2] > now]
-            self._queued_n = sum(len(q[0]) for q in self._queued)
-            for _, futures, _ in late:
-                for fut in futures:
+            self._queued = [q for q in self._queued if q.deadline > now]
+            self._queued_n = sum(len(q.bodies) for q in self._queued)
+            self._queued_end = None
+            if any(q.placed_at >= 0 for q in late) and self.on_placement_lost is not None:
+                self.on_placement_lost()
+            for q in late:
+                for fut in q.futures:
                     if not fut.done():
                         fut.set_exception(
                             MemberError(
@@ -1118,12 +1252,15 @@ class Member:
         pending, self._pending = self._pending, {}
         queued, self._queued = self._queued, []
         self._queued_n = 0
+        self._queued_end = None
         leader = self.node.leader_id if self.node is not None else None
         for p in pending.values():
             if not p.future.done():
                 p.future.set_exception(MemberError(code, why, leader))
-        for _, futures, _ in queued:
-            for fut in futures:
+        if any(q.placed_at >= 0 for q in queued) and self.on_placement_lost is not None:
+            self.on_placement_lost()
+        for q in queued:
+            for fut in q.futures:
                 if not fut.done():
                     fut.set_exception(MemberError(code, why, leader))
 

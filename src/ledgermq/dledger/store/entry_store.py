@@ -236,6 +236,26 @@ class EntryStore:
             return None
         return seg.read_struct(off, INDEX)
 
+    def read_data(self, pos: int, size: int) -> bytes | None:
+        """`size` raw bytes of the data files from log offset `pos` (e.g. the body of an
+        entry whose header is at pos - 48); None where no file holds them."""
+        dfs = self.data_file_size
+        start = pos - pos % dfs
+        if size < 0 or pos % dfs + size > dfs or pos + size > self._write_pos:
+            return None
+        seg = self._data.get(start)
+        if seg is None:
+            return None
+        try:
+            return seg.read(pos - start, size)
+        except DiskError:
+            return None
+
+    def place(self, pos: int, size: int) -> int:
+        """Where an entry of `size` bytes (header included) goes if the log ends at
+        `pos`: there, or at the start of the next data file when it does not fit."""
+        return self._place(pos, size)
+
     def _place(self, pos: int, size: int) -> int:
         """Where an entry of `size` bytes goes if the log currently ends at `pos`."""
         off = pos % self.data_file_size
