@@ -24,6 +24,8 @@ from ledgermq.broker.namesrv_registration import BrokerIdentity, NamesrvRegistra
 from ledgermq.broker.processors.registry import register_processors
 from ledgermq.broker.putter import MessagePutter
 from ledgermq.broker.schedule import ScheduleService
+from ledgermq.broker.slave_sync import DEFAULT_INTERVAL_S as DEFAULT_SYNC_INTERVAL_S
+from ledgermq.broker.slave_sync import SlaveSync
 from ledgermq.broker.stats import BrokerStats
 from ledgermq.broker.store_port import StorePort
 from ledgermq.broker.subscription_group import SubscriptionGroupManager
@@ -31,12 +33,16 @@ from ledgermq.broker.topic_config import TopicConfigManager
 from ledgermq.broker.topics import SCHEDULE_TOPIC
 from ledgermq.common.config import ConfigError
 from ledgermq.common.route_data import DataVersion
+from ledgermq.dledger.core import Role
+from ledgermq.dledger.member import Member, MemberConfig
+from ledgermq.dledger.server import DLedgerServer
 from ledgermq.remoting.client import RemotingClient
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode
 from ledgermq.remoting.connection import Dispatcher, RemotingConnection
 from ledgermq.remoting.server import RemotingServer
 from ledgermq.storage.disk import Disk, OsDisk
+from ledgermq.store.dledger_commitlog import DLedgerMessageStore
 from ledgermq.store.message_store import MessageStore, StoreConfig
 
 log = logging.getLogger(__name__)
@@ -79,9 +85,22 @@ class Broker:
 
         cfg_dir = str(config.config_dir)
         levels = config.delay_levels_ms()
-        self.store = StorePort(
-            MessageStore(self._store_config(), self.disk, tags_code_of=recovery_tags_code(levels))
-        )
+        # DLedger mode: the group elects the master; brokerId follows (0 while leading)
+        self.dledger: DLedgerServer | None = None
+        self.dledger_member: Member | None = None
+        self._dledger_store: DLedgerMessageStore | None = None
+        self._becoming_master: asyncio.Task[None] | None = None
+        self.broker_id = config.broker_id
+        self._schedule_running = False  # delayed messages are delivered by masters only
+        store_cls = MessageStore
+        if config.enable_d_leger_commit_log:
+            store_cls = DLedgerMessageStore
+            self.broker_id = config.dledger_slave_id()  # a follower until elected
+        store = store_cls(self._store_config(), self.disk, tags_code_of=recovery_tags_code(levels))
+        if isinstance(store, DLedgerMessageStore):
+            self._dledger_store = store
+            store.on_writes_lost = self._dledger_writes_lost
+        self.store = StorePort(store)
         self.topic_config = TopicConfigManager(
             config, self._file(cfg_dir, "topics.json"), self.clock_ms, self._topics_changed
         )
@@ -156,13 +175,21 @@ class Broker:
     def sync_flush(self) -> bool:
         return self.config.flush_disk_type == "SYNC_FLUSH"
 
+    @property
+    def is_slave(self) -> bool:
+        """Refuses sends: configured as a slave, or a DLedger member that is not (yet)
+        the master."""
+        if self._dledger_store is not None:
+            return not self._dledger_store.writable
+        return self.config.is_slave
+
     def _identity(self) -> BrokerIdentity:
         c = self.config
         ip2 = c.broker_ip2 or self.ip1
         return BrokerIdentity(
             c.broker_cluster_name,
             c.broker_name,
-            c.broker_id,
+            self.broker_id,
             self.address,
             f"{ip2}:{c.ha_listen_port}",
         )
@@ -200,7 +227,15 @@ class Broker:
         self.stats.boot_timestamp_ms = self.clock_ms()
         self._register_wanted = asyncio.Event()
         loop = asyncio.get_running_loop()
-        if not self.config.is_slave:
+        if self._dledger_store is not None:
+            try:
+                await self._start_dledger(self._dledger_store)
+            except BaseException:
+                await self.store.close()
+                await self.server.stop()
+                raise
+        elif not self.config.is_slave:
+            self._schedule_running = True
             self.schedule.start()
         self._started = True
         await self.registrar.register_all()
@@ -221,6 +256,15 @@ class Broker:
                 name="broker-channels",
             ),
         ]
+        if self._dledger_store is not None or self.config.is_slave:
+            # metadata is not in the replicated log (yet): slaves copy the master's. In
+            # a DLedger group every second, so a new master is at most that far behind
+            interval = 1.0 if self._dledger_store is not None else DEFAULT_SYNC_INTERVAL_S
+            self._tasks.append(
+                loop.create_task(
+                    SlaveSync(self).run(self._sync_source, interval), name="broker-slave-sync"
+                )
+            )
         log.info("broker %s started at %s", self.config.broker_name, self.address)
 
     async def stop(self) -> None:
@@ -239,9 +283,108 @@ class Broker:
         await self.schedule.stop()
         await self.server.stop()
         self._flush_offsets()
+        if self._becoming_master is not None:
+            self._becoming_master.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._becoming_master
+        if self.dledger is not None:
+            await self.dledger.stop()  # no more applies once the store closes
+            self.dledger = self.dledger_member = None
         await self.store.close()
         await self.outer_client.close()
         log.info("broker %s stopped", self.config.broker_name)
+
+    # --- DLedger mode ---------------------------------------------------------------------
+    async def _start_dledger(self, store: DLedgerMessageStore) -> None:
+        c = self.config
+        peers = c.dledger_peers()
+        port = int(peers[c.d_leger_self_id].rsplit(":", 1)[1])
+        member_config = MemberConfig(
+            data_file_size=c.mapped_file_size_commit_log,
+            snapshot_threshold=0,  # the log is the product: never compacted
+            preferred_leader=c.preferred_leader_id or None,
+        )
+        self.dledger = DLedgerServer(
+            str(c.store_root / "dledger"),
+            host=self._host,
+            port=port,
+            config=member_config,
+            disk=self.disk,
+        )
+        await self.dledger.start()
+        try:
+            member = await self.dledger.add_group(
+                c.d_leger_group, c.d_leger_self_id, peers, state_machine=store
+            )
+        except BaseException:
+            await self.dledger.stop()
+            self.dledger = None
+            raise
+        store.attach(member)
+        self.dledger_member = member
+        member.on_role_change = self._dledger_role_changed
+        self._dledger_role_changed(member.role, member.node.term, member.leader_id)  # type: ignore[union-attr]
+
+    def _dledger_role_changed(self, role: Role, term: int, leader_id: str | None) -> None:
+        if role is Role.LEADER:
+            if self._becoming_master is None or self._becoming_master.done():
+                self._becoming_master = asyncio.get_running_loop().create_task(
+                    self._become_master(term), name="broker-become-master"
+                )
+            return
+        if self._becoming_master is not None:
+            self._becoming_master.cancel()
+            self._becoming_master = None
+        self._become_slave(f"the master is {leader_id or 'being elected'} (term {term})")
+        if self._register_wanted is not None:
+            # the NameServer's reply names the (new) master to copy metadata from
+            self._register_wanted.set()
+
+    def _sync_source(self) -> str | None:
+        """The master to copy metadata from, while this broker is a slave."""
+        addr = self.master_addr
+        if not self.is_slave or not addr or addr == self.address:
+            return None
+        return addr
+
+    def _dledger_writes_lost(self) -> None:
+        member = self.dledger_member
+        if member is not None and member.is_leader:
+            self._dledger_role_changed(Role.LEADER, member.node.term, member.leader_id)  # type: ignore[union-attr]
+
+    async def _become_master(self, term: int) -> None:
+        """Master once everything committed before this term is applied here (then the
+        ConsumeQueues hold every queue offset handed out so far)."""
+        member, store = self.dledger_member, self._dledger_store
+        assert member is not None and store is not None
+        node = member.node
+        assert node is not None
+        await member.wait_applied(node.log.last_index())
+        if not member.is_leader or member.node is not node or node.term != term:
+            return  # lost it meanwhile; the next role change decides
+        store.open_for_writes()
+        was_slave = self.broker_id != 0
+        self.broker_id = 0
+        if not self._schedule_running:
+            self._schedule_running = True
+            self.schedule.start()
+        log.info("broker %s is the master (DLedger term %d)", self.config.broker_name, term)
+        if was_slave and self._register_wanted is not None:
+            self._register_wanted.set()
+
+    def _become_slave(self, why: str) -> None:
+        store = self._dledger_store
+        assert store is not None
+        store.close_for_writes(f"this broker is not the master: {why}")
+        slave_id = self.config.dledger_slave_id()
+        if self.broker_id != slave_id:
+            self.broker_id = slave_id
+            log.info("broker %s is a slave: %s", self.config.broker_name, why)
+            if self._register_wanted is not None:
+                self._register_wanted.set()
+        if self._schedule_running:
+            self._schedule_running = False
+            asyncio.get_running_loop().create_task(self.schedule.stop())
 
     # --- periodic work --------------------------------------------------------------------
     async def _periodic(self, fn: Callable[[], object], interval_s: float) -> None:

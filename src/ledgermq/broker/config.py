@@ -30,10 +30,6 @@ _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 # Accepted (so a real broker.conf loads) but without effect yet; warned about at startup.
 NOT_SUPPORTED_YET = (
-    "enableDLegerCommitLog",
-    "dLegerGroup",
-    "dLegerPeers",
-    "dLegerSelfId",
     "enableControllerMode",
     "controllerAddr",
     "slaveReadEnable",
@@ -87,6 +83,7 @@ class BrokerConfig:
     d_leger_group: str = setting("", key="dLegerGroup")
     d_leger_peers: str = setting("", key="dLegerPeers")
     d_leger_self_id: str = setting("", key="dLegerSelfId")
+    preferred_leader_id: str = setting("", key="preferredLeaderId")
     enable_controller_mode: bool = False
     controller_addr: str = ""
     ha_listen_port: int = setting(10912, minimum=0, maximum=65535)
@@ -140,10 +137,48 @@ class BrokerConfig:
             raise ConfigError("deleteWhen", str(exc)) from None
         if not self.broker_name:
             raise ConfigError("brokerName", "must not be empty")
+        if self.enable_d_leger_commit_log:
+            self._validate_dledger()
+            return  # brokerRole and brokerId follow the group's elections
         if self.broker_role == "SLAVE" and self.broker_id == 0:
             raise ConfigError("brokerId", "a SLAVE needs brokerId > 0")
         if self.broker_role != "SLAVE" and self.broker_id != 0:
             raise ConfigError("brokerRole", f"brokerId {self.broker_id} requires brokerRole=SLAVE")
+
+    def _validate_dledger(self) -> None:
+        from ledgermq.dledger.protocol import parse_peers
+
+        if not self.d_leger_group:
+            raise ConfigError("dLegerGroup", "enableDLegerCommitLog=true needs a group name")
+        try:
+            peers = parse_peers(self.d_leger_peers)
+        except ValueError as exc:
+            raise ConfigError("dLegerPeers", str(exc)) from None
+        if not peers:
+            raise ConfigError("dLegerPeers", 'expected "n0-host:port;n1-host:port;..."')
+        if self.d_leger_self_id not in peers:
+            raise ConfigError(
+                "dLegerSelfId",
+                f"{self.d_leger_self_id!r} is not one of dLegerPeers ({', '.join(peers)})",
+            )
+        if self.preferred_leader_id and self.preferred_leader_id not in peers:
+            raise ConfigError(
+                "preferredLeaderId", f"{self.preferred_leader_id!r} is not one of dLegerPeers"
+            )
+
+    def dledger_peers(self) -> dict[str, str]:
+        from ledgermq.dledger.protocol import parse_peers
+
+        return parse_peers(self.d_leger_peers)
+
+    def dledger_slave_id(self) -> int:
+        """The brokerId a follower registers with: dLegerSelfId's number + 1 (n0 -> 1)."""
+        digits = ""
+        for ch in reversed(self.d_leger_self_id):
+            if not ch.isdigit():
+                break
+            digits = ch + digits
+        return int(digits) + 1 if digits else 1
 
     def unsupported_keys_set(self) -> list[str]:
         """Keys of later features whose value differs from the default."""
@@ -194,7 +229,9 @@ class BrokerConfig:
 
     @property
     def is_slave(self) -> bool:
-        return self.broker_role == "SLAVE"
+        """Configured as a slave (a DLedger member's role changes with elections: ask
+        the Broker)."""
+        return self.broker_role == "SLAVE" and not self.enable_d_leger_commit_log
 
     def copy(self) -> BrokerConfig:
         return dataclasses.replace(self)

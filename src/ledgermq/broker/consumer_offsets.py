@@ -87,3 +87,22 @@ class ConsumerOffsetManager:
         for key in [k for k in self.table if k.endswith(suffix)]:
             del self.table[key]
             self._dirty = True
+
+    def merge_all(self, table: dict[str, dict[int, int]], data_version: DataVersion) -> bool:
+        """Takes a master's offsets (SlaveSynchronize): each topic@group the master has
+        replaces ours whole; entries only we have are kept, as RocketMQ's putAll does,
+        because consumers commit to a slave while its master is down and those commits
+        must survive until the master knows them. Written at once, not on the periodic
+        flush, so a slave promoted right after a sync starts from what it synced.
+        Returns True if anything changed."""
+        changed = data_version != self.data_version
+        for key, queues in table.items():
+            if self.table.get(key) != queues:
+                self.table[key] = dict(queues)
+                changed = True
+        self.data_version = DataVersion(
+            data_version.state_version, data_version.timestamp, data_version.counter
+        )
+        if changed:
+            self.flush(force=True)
+        return changed

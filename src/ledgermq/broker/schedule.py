@@ -69,6 +69,19 @@ class ScheduleService:
             self._dirty = False
             self._file.save(self.to_json())
 
+    def replace_offsets(self, offsets: dict[int, int], data_version: DataVersion) -> bool:
+        """Adopts a master's per-level progress (SlaveSynchronize) and writes it at once,
+        so a slave promoted later neither re-delivers nor skips what the master did.
+        Returns True if anything changed."""
+        if offsets == self.offsets and data_version == self.data_version:
+            return False
+        self.offsets = dict(offsets)
+        self.data_version = DataVersion(
+            data_version.state_version, data_version.timestamp, data_version.counter
+        )
+        self.flush(force=True)
+        return True
+
     # --- running -------------------------------------------------------------------
     def start(self) -> None:
         loop = asyncio.get_running_loop()

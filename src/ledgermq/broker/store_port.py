@@ -64,10 +64,16 @@ class StorePort:
             r,
         )
 
-    async def wait_durable(self, outcome: PutOutcome) -> str:
-        """The put's final status once fsync covers it (FLUSH_DISK_TIMEOUT on timeout)."""
+    async def wait_durable(self, outcome: PutOutcome) -> tuple[str, str]:
+        """The put's final (status, remark) once fsync covers it (FLUSH_DISK_TIMEOUT on
+        timeout), or in a DLedger group once a majority holds it."""
         r = await self.store.wait_durable(outcome.raw)
-        return r.status.value
+        return r.status.value, r.remark
+
+    @staticmethod
+    def must_wait(outcome: PutOutcome) -> bool:
+        """Is the put acknowledged only once replicated (DLedger), whatever WAIT says?"""
+        return outcome.ok and outcome.raw.replicated is not None
 
     def delete_topic(self, topic: str) -> None:
         self.store.delete_topic(topic)

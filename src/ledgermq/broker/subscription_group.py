@@ -129,3 +129,21 @@ class SubscriptionGroupManager:
             return False
         self._changed()
         return True
+
+    def replace_all(
+        self, table: dict[str, SubscriptionGroupConfig], data_version: DataVersion
+    ) -> bool:
+        """Adopts a master's groups and DataVersion unchanged (SlaveSynchronize). The
+        built-in SYSTEM_GROUPS stay even if the master lacks them: every broker has them
+        from construction. Returns False when the versions already matched."""
+        if data_version == self.data_version:
+            return False
+        kept = {g: self.table[g] for g in SYSTEM_GROUPS if g not in table and g in self.table}
+        self.table.clear()
+        self.table.update(table)
+        self.table.update(kept)
+        self.data_version = DataVersion(
+            data_version.state_version, data_version.timestamp, data_version.counter
+        )
+        self._file.save(self.to_json())
+        return True

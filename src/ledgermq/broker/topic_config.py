@@ -143,3 +143,25 @@ class TopicConfigManager:
         cfg = TopicConfig(topic, queue_nums, queue_nums, perm)
         self.update(cfg)
         return cfg
+
+    # --- replication from a master (SlaveSynchronize) -------------------------------
+    def replace_all(self, table: dict[str, TopicConfig], data_version: DataVersion) -> bool:
+        """Adopts a master's table and its DataVersion unchanged (no local bump), so the
+        next sync can tell "already in step" by comparing versions. System topics the
+        master lacks are kept: this broker recreates them at every start anyway, and a
+        table that flips on restart would make the version comparison lie. Returns False
+        when the versions already matched and nothing was done."""
+        if data_version == self.data_version:
+            return False
+        kept = {n: c for n, c in self.table.items() if n in self.system_topics and n not in table}
+        # Mutated in place: processors may hold a reference to the dict.
+        self.table.clear()
+        self.table.update(table)
+        self.table.update(kept)
+        self.data_version = DataVersion(
+            data_version.state_version, data_version.timestamp, data_version.counter
+        )
+        self.persist()
+        if self.on_change is not None:
+            self.on_change()
+        return True

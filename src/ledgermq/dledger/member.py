@@ -312,6 +312,9 @@ class Member:
         # called when placed entries were refused after their bytes were made (their
         # owner must not assume the log continues after them)
         self.on_placement_lost: Callable[[], None] | None = None
+        # called as (role, term, leader id) after a Ready in which any of them changed
+        self.on_role_change: Callable[[Role, int, str | None], None] | None = None
+        self._role_seen: tuple[Role, int, str | None] | None = None
         self._held: list[Message] = []  # commit-only appends waiting (commit_hold_ms)
         self._held_timer: asyncio.TimerHandle | None = None
         self._reads: dict[bytes, asyncio.Future[int]] = {}
@@ -1021,6 +1024,14 @@ class Member:
             self._apply_waiters = keep
 
     def _after_ready(self, node: RaftNode) -> None:
+        seen = (node.role, node.term, node.leader_id)
+        if seen != self._role_seen:
+            self._role_seen = seen
+            if self.on_role_change is not None:
+                try:
+                    self.on_role_change(*seen)
+                except Exception:  # noqa: BLE001 - a listener must not stop the driver
+                    log.exception("%s/%s: role listener failed", self.group, self.self_id)
         if node.role is not Role.LEADER and self._pending:
             self._fail_pending(
                 Code.TERM_CHANGED,

@@ -205,6 +205,8 @@ class PutMessageResult:
     msg_ids: list[str] = field(default_factory=list)  # one per record (also for one message)
     queue_offsets: list[int] = field(default_factory=list)
     commit_log_offsets: list[int] = field(default_factory=list)
+    # DLedger mode: completes when the put's entries are committed (see wait_durable)
+    replicated: asyncio.Future[object] | None = None
 
     @property
     def ok(self) -> bool:

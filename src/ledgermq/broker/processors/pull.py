@@ -179,7 +179,7 @@ class PullProcessor:
             "maxOffset": str(got.max_offset),
         }
         # Store the consumer's progress that rode along (master only, first pass only).
-        if allow_suspend and sys_flag & FLAG_COMMIT_OFFSET and not b.config.is_slave:
+        if allow_suspend and sys_flag & FLAG_COMMIT_OFFSET and not b.is_slave:
             commit = get_int(cmd, "commitOffset", -1)
             if commit is not None and commit >= 0:
                 b.consumer_offsets.commit(group, topic, queue_id, commit)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ledgermq.broker import topics as t
 from ledgermq.broker.processors.responses import put_status_code
 from ledgermq.broker.send_header import SendHeader, decode_send_header
-from ledgermq.broker.store_port import PutOutcome
+from ledgermq.broker.store_port import PutOutcome, StorePort
 from ledgermq.common.message import (
     MAX_PROPERTIES_LENGTH,
     PROPERTY_CLUSTER,
@@ -70,7 +70,7 @@ class SendProcessor:
         """Validates topic and permissions; returns the write queue count."""
         b = self._b
         cfg = b.config
-        if cfg.is_slave:
+        if b.is_slave:
             raise RemotingError(
                 ResponseCode.SERVICE_NOT_AVAILABLE, "the broker is a slave, sending is not allowed"
             )
@@ -168,15 +168,20 @@ class SendProcessor:
         self, results: list[HandlerResult], durable: list[tuple[int, PutOutcome]]
     ) -> list[HandlerResult]:
         last = max(durable, key=lambda item: item[1].commit_log_offset)[1]
-        if await self._b.store.wait_durable(last) != "PUT_OK":
+        status, remark = await self._b.store.wait_durable(last)
+        if status != "PUT_OK":
+            code, text = put_status_code(status, remark)
             for i, _ in durable:
-                results[i].code = ResponseCode.FLUSH_DISK_TIMEOUT  # type: ignore[union-attr]
+                results[i].code = code  # type: ignore[union-attr]
+                results[i].remark = text  # type: ignore[union-attr]
         for i, result in enumerate(results):
             if inspect.isawaitable(result):  # a batch send in the group waits on its own
                 results[i] = await result
         return results
 
     def _must_wait(self, msg: MessageToStore, outcome: PutOutcome) -> bool:
+        if StorePort.must_wait(outcome):
+            return True  # a DLedger group acknowledges only what a majority holds
         return (
             outcome.ok
             and self._b.sync_flush
@@ -268,8 +273,9 @@ class SendProcessor:
     async def _await_durable(
         self, cmd: RemotingCommand, outcome: PutOutcome, response: RemotingCommand
     ) -> RemotingCommand:
-        if await self._b.store.wait_durable(outcome) != "PUT_OK":
-            response.code = ResponseCode.FLUSH_DISK_TIMEOUT
+        status, remark = await self._b.store.wait_durable(outcome)
+        if status != "PUT_OK":
+            response.code, response.remark = put_status_code(status, remark)
         return response
 
     # --- SEND_BATCH_MESSAGE -----------------------------------------------------------
@@ -316,6 +322,6 @@ class SendProcessor:
         )
         outcome = b.putter.put_batch(batch)
         response = self._response(cmd, outcome, queue_id)
-        if outcome.ok and b.sync_flush:
+        if outcome.ok and (b.sync_flush or StorePort.must_wait(outcome)):
             return self._await_durable(cmd, outcome, response)
         return response

@@ -1,0 +1,312 @@
+"""Broker groups on DLedger: three brokers elect a master through the replicated log.
+
+In-process (one event loop, real sockets and files): a NameServer and three brokers with
+enableDLegerCommitLog=true, the Python client producing and consuming through failovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import Callable
+
+import pytest
+
+from ledgermq.broker.broker import Broker
+from ledgermq.broker.config import BrokerConfig
+from ledgermq.client.admin import AdminClient
+from ledgermq.client.lite_pull_consumer import LitePullConsumer
+from ledgermq.client.message import Message, SendStatus
+from ledgermq.client.producer import Producer
+from ledgermq.common.config import ConfigError
+from ledgermq.namesrv.config import NamesrvConfig
+from ledgermq.namesrv.server import NameServer
+from ledgermq.remoting.client import RemotingClient
+from ledgermq.remoting.codec import RemotingCommand
+from ledgermq.remoting.codes import RequestCode, ResponseCode
+from tests.procs import free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+HOST = "127.0.0.1"
+GROUP = "RaftNode00"
+IDS = ("n0", "n1", "n2")
+
+
+async def wait_until(cond: Callable[[], object], timeout: float = 15.0, what: str = "") -> object:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
+        await asyncio.sleep(0.02)
+
+
+class Group:
+    """A NameServer and one DLedger broker group of three."""
+
+    def __init__(self, tmp_path) -> None:
+        self.tmp_path = tmp_path
+        self.namesrv: NameServer | None = None
+        self.peers = ";".join(f"{i}-{HOST}:{free_port()}" for i in IDS)
+        self.brokers: dict[str, Broker] = {}
+        self.clients: list = []
+
+    @property
+    def ns(self) -> str:
+        assert self.namesrv is not None
+        return f"{HOST}:{self.namesrv.port}"
+
+    def config(self, self_id: str) -> BrokerConfig:
+        return BrokerConfig(
+            broker_name=GROUP,
+            listen_port=0,
+            namesrv_addr=self.ns,
+            store_path_root_dir=str(self.tmp_path / self_id),
+            broker_ip1=HOST,
+            mapped_file_size_commit_log=1 << 20,
+            enable_d_leger_commit_log=True,
+            d_leger_group=GROUP,
+            d_leger_peers=self.peers,
+            d_leger_self_id=self_id,
+            preferred_leader_id="n0",
+        )
+
+    async def start(self) -> Group:
+        self.namesrv = NameServer(NamesrvConfig(user_home=str(self.tmp_path / "ns")), host=HOST)
+        await self.namesrv.start()
+        for i in IDS:
+            await self.start_broker(i)
+        return self
+
+    async def start_broker(self, self_id: str) -> Broker:
+        broker = Broker(self.config(self_id), host=HOST, register_period_floor_ms=500)
+        await broker.start()
+        self.brokers[self_id] = broker
+        return broker
+
+    async def master(self, timeout: float = 15.0, exclude: str | None = None) -> str:
+        def find() -> str | None:
+            masters = [
+                i
+                for i, b in self.brokers.items()
+                if i != exclude and b.broker_id == 0 and not b.is_slave
+            ]
+            return masters[0] if len(masters) == 1 else None
+
+        return await wait_until(find, timeout, "one writable master")  # type: ignore[return-value]
+
+    def track(self, client):
+        self.clients.append(client)
+        return client
+
+    async def stop(self) -> None:
+        for c in reversed(self.clients):
+            with contextlib.suppress(Exception):
+                await c.shutdown()
+        for b in self.brokers.values():
+            await b.stop()
+        if self.namesrv is not None:
+            await self.namesrv.stop()
+
+
+@pytest.fixture
+async def group(tmp_path):
+    g = Group(tmp_path)
+    try:
+        yield await g.start()
+    finally:
+        await g.stop()
+
+
+async def create_topic(group: Group, topic: str, queues: int = 4) -> None:
+    # every member learns the topic (the new master after a failover must route it)
+    admin = group.track(AdminClient(group.ns))
+    await admin.start()
+    for broker in group.brokers.values():
+        await admin.create_topic(
+            topic, broker_addr=broker.address, read_queue_nums=queues, write_queue_nums=queues
+        )
+
+    async def routed() -> bool:
+        try:
+            route = await admin.topic_route(topic)
+        except Exception:
+            return False
+        return any(0 in b.broker_addrs for b in route.broker_datas)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while not await routed():
+        assert loop.time() < deadline, "topic never reached the NameServer"
+        await asyncio.sleep(0.05)
+
+
+def queue_units(broker: Broker, topic: str) -> dict[int, list[tuple[int, int]]]:
+    store = broker.store.store
+    out: dict[int, list[tuple[int, int]]] = {}
+    for qid in range(4):
+        cq = store._cq(topic, qid, False)
+        if cq is None:
+            continue
+        out[qid] = [(phy, size) for _, phy, size, _ in cq.iter_units(0, cq.max_offset)]
+    return out
+
+
+async def test_group_elects_one_master_and_registers_roles(group):
+    master = await group.master()
+    assert group.brokers[master].broker_id == 0
+    slaves = {i: b.broker_id for i, b in group.brokers.items() if i != master}
+    # a follower registers as brokerId = its number + 1 (n0 -> 1, n1 -> 2, n2 -> 3)
+    assert slaves == {i: int(i[1:]) + 1 for i in slaves}
+    admin = group.track(AdminClient(group.ns))
+    await admin.start()
+
+    async def roles() -> dict[int, str]:
+        info = await admin.cluster_info()
+        data = info.broker_addr_table.get(GROUP)
+        return dict(data.broker_addrs) if data is not None else {}
+
+    expected = {b.broker_id: b.address for b in group.brokers.values()}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while await roles() != expected:
+        assert loop.time() < deadline, f"NameServer has {await roles()}, expected {expected}"
+        await asyncio.sleep(0.05)
+
+
+async def test_sends_are_acked_once_replicated_and_every_replica_serves_them(group):
+    master = await group.master()
+    await create_topic(group, "T1")
+    producer = group.track(Producer("pg", group.ns))
+    await producer.start()
+    sent = []
+    for k in range(60):
+        r = await producer.send(Message("T1", b"m%d" % k, tags="a"))
+        assert r.status is SendStatus.SEND_OK
+        sent.append(r)
+    # offsetMsgId carries the physical offset: the entry's pos + 48 on every replica
+    leader_store = group.brokers[master].dledger_member.storage.store
+    for r in sent[:5]:
+        phy = int(r.offset_msg_id[-16:], 16)
+        assert struct.unpack_from(">q", leader_store.read_data(phy, 36), 28)[0] == phy
+    # the followers dispatch the same committed records into the same queue units
+    want = queue_units(group.brokers[master], "T1")
+    assert sum(len(u) for u in want.values()) == 60
+    await wait_until(
+        lambda: all(queue_units(b, "T1") == want for b in group.brokers.values()),
+        what="followers' ConsumeQueues to match the master's",
+    )
+    for b in group.brokers.values():
+        for units in want.values():
+            for phy, size in units[:3]:
+                rec = b.store.read_record(phy)
+                assert rec is not None and len(rec) == size
+    # a consumer reads them from the master
+    consumer = group.track(LitePullConsumer("cg", group.ns))
+    consumer.subscribe("T1", "*")
+    await consumer.start()
+    got: list[bytes] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while len(got) < 60 and loop.time() < deadline:
+        got += [m.body for m in await consumer.poll(1.0)]
+    assert sorted(got) == sorted(b"m%d" % k for k in range(60))
+
+
+async def test_a_slave_refuses_sends(group):
+    master = await group.master()
+    await create_topic(group, "T2")
+    slave = next(b for i, b in group.brokers.items() if i != master)
+    assert slave.is_slave
+    client = RemotingClient()
+    try:
+        reply = await client.invoke(
+            slave.address,
+            RemotingCommand(
+                code=RequestCode.SEND_MESSAGE,
+                ext_fields={
+                    "producerGroup": "pg2",
+                    "topic": "T2",
+                    "defaultTopic": "TBW102",
+                    "defaultTopicQueueNums": "4",
+                    "queueId": "0",
+                    "sysFlag": "0",
+                    "bornTimestamp": "0",
+                    "flag": "0",
+                    "properties": "",
+                },
+                body=b"nope",
+            ),
+        )
+    finally:
+        await client.close()
+    assert reply.code == ResponseCode.SERVICE_NOT_AVAILABLE
+    assert "slave" in (reply.remark or "")
+
+
+async def test_master_failover_keeps_every_acknowledged_message(group):
+    old = await group.master()
+    await create_topic(group, "T3")
+    producer = group.track(Producer("pg3", group.ns, retry_times=4, send_timeout=3.0))
+    await producer.start()
+    acked: list[bytes] = []
+
+    async def send(body: bytes) -> None:
+        for _ in range(40):
+            try:
+                r = await producer.send(Message("T3", body))
+            except Exception:
+                await asyncio.sleep(0.1)
+                continue
+            if r.status is SendStatus.SEND_OK:
+                acked.append(body)
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{body!r} was never acknowledged")
+
+    for k in range(40):
+        await send(b"before-%d" % k)
+    loop = asyncio.get_running_loop()
+    killed_at = loop.time()
+    await group.brokers.pop(old).stop()
+    new = await group.master(exclude=old)
+    assert new != old
+    elected_after = loop.time() - killed_at
+    for k in range(40):
+        await send(b"after-%d" % k)
+    # every acknowledged message can be consumed from the new master
+    consumer = group.track(LitePullConsumer("cg3", group.ns))
+    consumer.subscribe("T3", "*")
+    await consumer.start()
+    got: list[bytes] = []
+    deadline = loop.time() + 30
+    while not set(acked) <= set(got) and loop.time() < deadline:
+        got += [m.body for m in await consumer.poll(1.0)]
+    assert set(acked) <= set(got), f"lost: {sorted(set(acked) - set(got))[:5]}"
+    assert elected_after < 5, elected_after
+    # the old master comes back as a follower and catches up
+    back = await group.start_broker(old)
+    assert group.brokers[new].broker_id == 0
+    want = queue_units(group.brokers[new], "T3")
+    await wait_until(lambda: queue_units(back, "T3") == want, what="the old master to catch up")
+    assert back.is_slave
+
+
+def test_dledger_config_is_checked():
+    base = dict(broker_name="b", enable_d_leger_commit_log=True, d_leger_group="g")
+    with pytest.raises(ConfigError, match="dLegerPeers"):
+        BrokerConfig(**base, d_leger_peers="garbage", d_leger_self_id="n0").validate()
+    with pytest.raises(ConfigError, match="dLegerSelfId"):
+        BrokerConfig(**base, d_leger_peers="n0-127.0.0.1:1", d_leger_self_id="n7").validate()
+    with pytest.raises(ConfigError, match="preferredLeaderId"):
+        BrokerConfig(
+            **base, d_leger_peers="n0-127.0.0.1:1", d_leger_self_id="n0", preferred_leader_id="x"
+        ).validate()
+    ok = BrokerConfig(**base, d_leger_peers="n0-h:1;n1-h:2;n12-h:3", d_leger_self_id="n12")
+    ok.validate()
+    assert ok.dledger_slave_id() == 13
