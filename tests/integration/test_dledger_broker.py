@@ -310,3 +310,45 @@ def test_dledger_config_is_checked():
     ok = BrokerConfig(**base, d_leger_peers="n0-h:1;n1-h:2;n12-h:3", d_leger_self_id="n12")
     ok.validate()
     assert ok.dledger_slave_id() == 13
+
+
+async def test_admin_shows_each_group_term_leader_commit_and_match_indexes(group):
+    from tests.cluster import run_cli
+
+    master = await group.master()
+    await create_topic(group, "T4")
+    producer = group.track(Producer("pg4", group.ns))
+    await producer.start()
+    for k in range(10):
+        assert (await producer.send(Message("T4", b"x%d" % k))).status is SendStatus.SEND_OK
+    leader = group.brokers[master].dledger_member
+    # wait until every member holds the leader's whole log (the match indexes settle)
+    await wait_until(
+        lambda: (
+            all(
+                b.dledger_member.storage.store.last_index == leader.storage.store.last_index
+                for b in group.brokers.values()
+            )
+            and set(leader.metadata()["matchIndex"].values()) == {leader.storage.store.last_index}
+        )
+    )
+    r = await run_cli("admin", "dledgerStatus", "-n", group.ns, "--json", timeout=60)
+    (status,) = r.json()
+    assert status["group"] == GROUP and status["brokerName"] == GROUP
+    assert status["leaderId"] == master
+    assert status["term"] == leader.node.term
+    assert status["commitIndex"] >= leader.storage.store.last_index - 1
+    members = {m["selfId"]: m for m in status["members"]}
+    assert set(members) == set(IDS)
+    assert members[master]["brokerId"] == 0 and members[master]["role"] == "leader"
+    for i, m in members.items():
+        assert m["matchIndex"] == leader.storage.store.last_index, (i, m)
+        assert m["brokerId"] == group.brokers[i].broker_id
+    # the plain table, and clusterList with the current roles
+    r = await run_cli("admin", "dledgerStatus", "-n", group.ns, timeout=60)
+    assert r.rc == 0 and f"leader {master}" in r.out, r
+    r = await run_cli("admin", "clusterList", "-n", group.ns, "--json", timeout=60)
+    rows = r.json()
+    assert {row["brokerId"]: row["addr"] for row in rows} == {
+        b.broker_id: b.address for b in group.brokers.values()
+    }

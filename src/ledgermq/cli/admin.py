@@ -713,6 +713,89 @@ async def _cluster_list(ctx: Ctx) -> int:
             return 0
 
 
+def _setup_dledger_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--clusterName", dest="cluster", help="only this cluster")
+
+
+def dledger_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """clusterList rows -> one entry per DLedger broker group, as its members see it."""
+    groups: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        t = r.get("runtime") or {}
+        name = t.get("dLedgerGroup")
+        if not name:
+            continue
+        g = groups.setdefault(
+            name,
+            {"group": name, "brokerName": r["brokerName"], "term": -1, "leaderId": None,
+             "commitIndex": -1, "members": []},
+        )  # fmt: skip
+        term = _int(t.get("dLedgerTerm"))
+        member = {
+            "selfId": t.get("dLedgerSelfId", ""),
+            "addr": r["addr"],
+            "brokerId": r["brokerId"],
+            "role": t.get("dLedgerRole", ""),
+            "term": term,
+            "lastIndex": _int(t.get("dLedgerLastIndex")),
+            "appliedIndex": _int(t.get("dLedgerAppliedIndex")),
+            "matchIndex": None,
+        }
+        g["members"].append(member)
+        if t.get("dLedgerRole") == "leader" and term >= g["term"]:
+            g["term"] = term
+            g["leaderId"] = member["selfId"]
+            g["commitIndex"] = _int(t.get("dLedgerCommitIndex"))
+            try:
+                g["_match"] = json.loads(t.get("dLedgerMatchIndex") or "{}")
+            except ValueError:
+                g["_match"] = {}
+        g["term"] = max(g["term"], term)
+    out = []
+    for g in groups.values():
+        match = g.pop("_match", {})
+        for m in g["members"]:
+            m["matchIndex"] = match.get(m["selfId"])
+        g["members"].sort(key=lambda m: m["selfId"])
+        out.append(g)
+    return sorted(out, key=lambda g: g["group"])
+
+
+@command(
+    "dledgerStatus",
+    "Show each DLedger broker group: term, leader, commit index, each member's match index",
+    _setup_dledger_status,
+)
+async def _dledger_status(ctx: Ctx) -> int:
+    groups = dledger_groups(await _cluster_rows(ctx))
+    if ctx.json:
+        emit_json(groups)
+        return 0
+    if not groups:
+        print("no DLedger broker groups (no broker reports enableDLegerCommitLog)")
+        return 0
+    for g in groups:
+        leader = g["leaderId"] or "(none)"
+        print(f"#Group {g['group']}  term {g['term']}  leader {leader}  commit {g['commitIndex']}")
+        fmt = "  {:<8} {:<22} {:>4}  {:<10} {:>6} {:>10} {:>10} {:>10}"
+        print(fmt.format("#Id", "#Addr", "#BID", "#Role", "#Term", "#Last", "#Applied", "#Match"))
+        for m in g["members"]:
+            match = "" if m["matchIndex"] is None else m["matchIndex"]
+            print(
+                fmt.format(
+                    m["selfId"],
+                    m["addr"],
+                    m["brokerId"],
+                    m["role"],
+                    m["term"],
+                    m["lastIndex"],
+                    m["appliedIndex"],
+                    match,
+                )
+            )
+    return 0
+
+
 def _setup_broker_status(p: argparse.ArgumentParser) -> None:
     _target_flags(p, required=True, what="fetch the status")
 

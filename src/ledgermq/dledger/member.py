@@ -484,6 +484,14 @@ class Member:
             "learners": list(node.conf.learners),
             "flushMode": self.config.flush_mode,
             "diverged": self.diverged,
+            # the leader's view of each member's log: the highest index known to be
+            # there (DLedger numbering; its own is its last index); {} elsewhere
+            "matchIndex": (
+                {p: pr.match - 1 for p, pr in node.progress.items()}
+                | {self.self_id: storage.last_index}
+                if node.role is Role.LEADER
+                else {}
+            ),
         }
 
     def get(self, index: int, count: int = 1) -> list[LogEntry]:

@@ -86,6 +86,27 @@ class AdminProcessor:
             "remainHowManyDataToFlush": "0 B",
             "startAcceptSendRequestTimeStamp": "0",
         }
+        member = b.dledger_member
+        if member is not None and member.node is not None:
+            # a DLedger group member: its view of the group (see `admin dledgerStatus`)
+            meta = member.metadata()
+            table.update(
+                {
+                    "dLedgerGroup": meta["group"],
+                    "dLedgerSelfId": meta["selfId"],
+                    "dLedgerRole": meta["role"],
+                    "dLedgerTerm": str(meta["term"]),
+                    "dLedgerLeaderId": meta["leaderId"] or "",
+                    "dLedgerCommitIndex": str(meta["commitIndex"]),
+                    "dLedgerAppliedIndex": str(meta["appliedIndex"]),
+                    "dLedgerLastIndex": str(meta["lastIndex"]),
+                    "dLedgerPeers": json.dumps(meta["peers"]),
+                    "dLedgerMatchIndex": json.dumps(meta["matchIndex"]),
+                    "dLedgerFlushMode": meta["flushMode"],
+                    "brokerId": str(b.broker_id),
+                    "brokerWritable": "false" if b.is_slave else "true",
+                }
+            )
         body = json.dumps({"table": table}).encode()
         return cmd.make_response(ResponseCode.SUCCESS, body=body)
 
