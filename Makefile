@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m ledgermq quickstart --data $(DATA)
+	$(PY) -m ledgermq quickstart --data $(DATA) --dledger 3
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests

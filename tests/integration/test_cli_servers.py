@@ -6,6 +6,7 @@ taken exits 1 with one clear line, and `broker -p` checks what startup checks.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from pathlib import Path
@@ -160,3 +161,29 @@ def test_quickstart_port_in_use_exits_1_with_one_clear_line(tmp_path, taken_port
         1,
         f"ledgermq quickstart: cannot listen on 0.0.0.0:{taken_port}: address already in use",
     )
+
+
+def test_quickstart_dledger_runs_a_group_that_elects_a_master_and_takes_sends(processes):
+    # `make run`: a NameServer and a three-member DLedger broker group in one process
+    ns, broker, dledger = free_port(), free_port(), free_port()
+    processes.create(
+        [
+            "quickstart",
+            "--data", str(processes.log_dir / "data"),
+            "--dledger", "3",
+            "--namesrv-port", str(ns),
+            "--broker-port", str(broker),
+            "--dledger-port", str(dledger),
+        ],
+        ready_text="Try:",
+    ).start()  # fmt: skip
+    addr = f"127.0.0.1:{ns}"
+    sent = run_ledgermq("produce", "-n", addr, "-t", "QuickTopic", "-m", "hi", "--json")
+    assert sent.returncode == 0, sent
+    assert json.loads(sent.stdout)["status"] == "SEND_OK", sent.stdout
+    status = run_ledgermq("admin", "dledgerStatus", "-n", addr, "--json")
+    assert status.returncode == 0, status
+    (group,) = json.loads(status.stdout)
+    assert group["group"] == "RaftNode00" and group["leaderId"] in {"n0", "n1", "n2"}
+    ids = sorted(m["brokerId"] for m in group["members"])
+    assert ids.count(0) == 1 and len(ids) == 3, group

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ledgermq.cli.runtime import run_async, setup_logging, wait_for_shutdown_signal
 from ledgermq.common.config import ConfigError, apply_properties, load_file, to_properties
@@ -90,6 +92,15 @@ def run(command: str, argv: list[str]) -> int:
         parser.add_argument(
             "--flush-disk-type", default="ASYNC_FLUSH", choices=("ASYNC_FLUSH", "SYNC_FLUSH")
         )
+        parser.add_argument(
+            "--dledger",
+            type=int,
+            default=0,
+            metavar="N",
+            help="run a DLedger broker group of N members instead of one broker "
+            "(broker ports --broker-port, +10, +20...; DLedger ports --dledger-port, +1, ...)",
+        )
+        parser.add_argument("--dledger-port", type=int, default=40911)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
@@ -143,8 +154,6 @@ async def _serve_broker(config: object) -> int:
 
 
 async def _quickstart(args: argparse.Namespace) -> int:
-    from ledgermq.broker.broker import Broker
-    from ledgermq.broker.config import BrokerConfig
     from ledgermq.namesrv.config import NamesrvConfig
     from ledgermq.namesrv.server import NameServer
 
@@ -161,6 +170,28 @@ async def _quickstart(args: argparse.Namespace) -> int:
     namesrv = NameServer(ns_config)
     await _start_listening(namesrv, namesrv.host, args.namesrv_port)
     namesrv_addr = f"{args.host}:{namesrv.port}"
+    print(f"NameServer  {namesrv_addr}", flush=True)
+    if args.dledger:
+        brokers = await _quickstart_group(args, data, namesrv_addr, namesrv)
+    else:
+        brokers = [await _quickstart_broker(args, data, namesrv_addr, namesrv)]
+    print(f"Data        {data}  (pid {os.getpid()}; Ctrl-C stops)", flush=True)
+    print(f"Try:  ledgermq produce -n {namesrv_addr} -t TestTopic -m hello", flush=True)
+    if args.dledger:
+        print(f"      ledgermq admin dledgerStatus -n {namesrv_addr}", flush=True)
+    await wait_for_shutdown_signal()
+    for broker in brokers:
+        await broker.stop()  # type: ignore[attr-defined]
+    await namesrv.stop()
+    return 0
+
+
+async def _quickstart_broker(
+    args: argparse.Namespace, data: Path, namesrv_addr: str, namesrv: Any
+) -> Any:
+    from ledgermq.broker.broker import Broker
+    from ledgermq.broker.config import BrokerConfig
+
     broker_config = BrokerConfig()
     apply_properties(
         broker_config,
@@ -181,11 +212,64 @@ async def _quickstart(args: argparse.Namespace) -> int:
     except StartupError:
         await namesrv.stop()
         raise
-    print(f"NameServer  {namesrv_addr}", flush=True)
     print(f"Broker      broker-a (DefaultCluster, master) at {broker.address}", flush=True)
-    print(f"Data        {data}  (pid {os.getpid()}; Ctrl-C stops)", flush=True)
-    print(f"Try:  ledgermq produce -n {namesrv_addr} -t TestTopic -m hello", flush=True)
-    await wait_for_shutdown_signal()
-    await broker.stop()
-    await namesrv.stop()
-    return 0
+    return broker
+
+
+async def _quickstart_group(
+    args: argparse.Namespace, data: Path, namesrv_addr: str, namesrv: Any
+) -> list[Any]:
+    """A DLedger broker group of `args.dledger` members in this process: they elect the
+    master among themselves. (One process: killing it stops them all; to try failovers
+    run each member as its own `ledgermq broker -c` process, see the README.)"""
+    from ledgermq.broker.broker import Broker
+    from ledgermq.broker.config import BrokerConfig
+
+    group = "RaftNode00"
+    ids = [f"n{i}" for i in range(args.dledger)]
+    peers = ";".join(f"{i}-{args.host}:{args.dledger_port + k}" for k, i in enumerate(ids))
+    brokers: list[Broker] = []
+    try:
+        for k, self_id in enumerate(ids):
+            config = BrokerConfig()
+            apply_properties(
+                config,
+                {
+                    "brokerClusterName": "DefaultCluster",
+                    "brokerName": group,
+                    "listenPort": str(args.broker_port + 10 * k),
+                    "namesrvAddr": namesrv_addr,
+                    "brokerIP1": args.host,
+                    "storePathRootDir": str(data / group / self_id),
+                    "enableDLegerCommitLog": "true",
+                    "dLegerGroup": group,
+                    "dLegerPeers": peers,
+                    "dLegerSelfId": self_id,
+                    "preferredLeaderId": ids[0],
+                },
+            )
+            broker = Broker(config)
+            await _start_listening(broker, broker.server.host, config.listen_port)
+            brokers.append(broker)
+            print(
+                f"Broker      {group} member {self_id} (DefaultCluster) at {broker.address}, "
+                f"DLedger {args.host}:{args.dledger_port + k}",
+                flush=True,
+            )
+    except BaseException:
+        for broker in brokers:
+            await broker.stop()
+        await namesrv.stop()
+        raise
+    # print the "Try:" line once a master is elected and the NameServer routes to it
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while not any(b.broker_id == 0 and not b.is_slave for b in brokers):
+        if loop.time() > deadline:
+            print("(no master elected yet: check the DLedger ports)", flush=True)
+            return brokers
+        await asyncio.sleep(0.05)
+    master = next(b for b in brokers if b.broker_id == 0)
+    await master.register_now()
+    print(f"Master      {master.config.d_leger_self_id} at {master.address}", flush=True)
+    return brokers
