@@ -23,6 +23,7 @@ from ledgermq.broker.mq_lock import RebalanceLockManager
 from ledgermq.broker.namesrv_registration import BrokerIdentity, NamesrvRegistrar
 from ledgermq.broker.processors.registry import register_processors
 from ledgermq.broker.putter import MessagePutter
+from ledgermq.broker.replicated_offsets import ReplicatedOffsets
 from ledgermq.broker.schedule import ScheduleService
 from ledgermq.broker.slave_sync import DEFAULT_INTERVAL_S as DEFAULT_SYNC_INTERVAL_S
 from ledgermq.broker.slave_sync import SlaveSync
@@ -90,6 +91,7 @@ class Broker:
         self.dledger_member: Member | None = None
         self._dledger_store: DLedgerMessageStore | None = None
         self._becoming_master: asyncio.Task[None] | None = None
+        self.offset_log: ReplicatedOffsets | None = None  # consumer offsets in the log
         self.broker_id = config.broker_id
         self._schedule_running = False  # delayed messages are delivered by masters only
         store_cls = MessageStore
@@ -262,7 +264,11 @@ class Broker:
             interval = 1.0 if self._dledger_store is not None else DEFAULT_SYNC_INTERVAL_S
             self._tasks.append(
                 loop.create_task(
-                    SlaveSync(self).run(self._sync_source, interval), name="broker-slave-sync"
+                    # consumer offsets travel in the log in a DLedger group
+                    SlaveSync(self, offsets=self._dledger_store is None).run(
+                        self._sync_source, interval
+                    ),
+                    name="broker-slave-sync",
                 )
             )
         log.info("broker %s started at %s", self.config.broker_name, self.address)
@@ -322,6 +328,8 @@ class Broker:
             raise
         store.attach(member)
         self.dledger_member = member
+        self.offset_log = ReplicatedOffsets(self.consumer_offsets, lambda: self.dledger_member)
+        store.on_meta = self.offset_log.apply
         member.on_role_change = self._dledger_role_changed
         self._dledger_role_changed(member.role, member.node.term, member.leader_id)  # type: ignore[union-attr]
 
@@ -339,6 +347,16 @@ class Broker:
         if self._register_wanted is not None:
             # the NameServer's reply names the (new) master to copy metadata from
             self._register_wanted.set()
+
+    def commit_offset(
+        self, group: str, topic: str, queue_id: int, offset: int, *, wait: bool = False
+    ) -> asyncio.Future[None] | None:
+        """A consumer's progress: in a DLedger group's master through the log (with
+        `wait`, a future for when a majority has it); elsewhere straight to the table."""
+        if self.offset_log is not None and not self.is_slave:
+            return self.offset_log.commit(group, topic, queue_id, offset, wait=wait)
+        self.consumer_offsets.commit(group, topic, queue_id, offset)
+        return None
 
     def _sync_source(self) -> str | None:
         """The master to copy metadata from, while this broker is a slave."""

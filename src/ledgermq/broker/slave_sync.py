@@ -44,6 +44,8 @@ class SlaveSync:
     broker: Broker
     timeout_s: float = DEFAULT_TIMEOUT_S
     rounds: int = 0
+    # False where consumer offsets reach the slave another way (a DLedger group's log)
+    offsets: bool = True
     # Only the first failure of a streak is a warning: a master that is down would
     # otherwise log the same thing every 10 s for as long as it stays down.
     _failing: bool = field(default=False, repr=False)
@@ -85,6 +87,8 @@ class SlaveSync:
         )
         ok = True
         for what, code, apply in parts:
+            if code == RequestCode.GET_ALL_CONSUMER_OFFSET and not self.offsets:
+                continue
             try:
                 body = await self._fetch(master_addr, code)
                 apply(body)

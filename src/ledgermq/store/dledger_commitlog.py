@@ -58,6 +58,15 @@ _PHYSICAL_OFFSET = struct.Struct(">q")
 _OFF_PHYSICAL_OFFSET = 28
 _NO_END = 1 << 62
 
+# A broker-metadata entry in the log (not a message): TOTALSIZE, this magic, a kind byte,
+# then the kind's payload. Never a valid CommitLog magic, so no reader mistakes it.
+META_MAGIC = 0x4C4D5131  # "LMQ1"
+_META_HEAD = struct.Struct(">iIB")
+
+
+def encode_meta(kind: int, payload: bytes) -> bytes:
+    return _META_HEAD.pack(_META_HEAD.size + len(payload), META_MAGIC, kind) + payload
+
 
 @dataclass(slots=True)
 class _Dispatch:
@@ -122,6 +131,8 @@ class DLedgerMessageStore(MessageStore):
         self.not_writable_reason = "this broker is not the master of its DLedger group"
         # told when writes closed because placed entries were refused (see _placement_lost)
         self.on_writes_lost: Callable[[], None] | None = None
+        # applies a broker-metadata entry (kind, payload) on every replica, in log order
+        self.on_meta: Callable[[int, bytes], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -329,11 +340,17 @@ class DLedgerMessageStore(MessageStore):
 
     # --- every replica: apply committed entries ------------------------------------------
     def apply(self, index: int, data: bytes) -> object:
-        if len(data) < _OFF_PHYSICAL_OFFSET + 8:
+        if len(data) < _META_HEAD.size:
             return None
         size, magic = _HEAD.unpack_from(data, 0)
+        if magic == META_MAGIC and size == len(data) and size >= _META_HEAD.size:
+            if self.on_meta is not None:
+                self.on_meta(data[_META_HEAD.size - 1], data[_META_HEAD.size :])
+            return None
         if magic not in (MAGIC_V1, MAGIC_V2) or size != len(data):
             return None  # not a message record
+        if len(data) < _OFF_PHYSICAL_OFFSET + 8:
+            return None
         (phy,) = _PHYSICAL_OFFSET.unpack_from(data, _OFF_PHYSICAL_OFFSET)
         known = self._proposed.pop(phy, None)
         if known is not None:

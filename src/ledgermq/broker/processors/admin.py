@@ -230,7 +230,7 @@ class AdminProcessor:
                 target = b.store.offset_by_time(topic, qid, timestamp)
             current = b.consumer_offsets.query(group, topic, qid)
             if force or current < 0 or target < current:
-                b.consumer_offsets.commit(group, topic, qid, target)
+                b.commit_offset(group, topic, qid, target)
             else:
                 target = current
             items.append((MessageQueue(topic, b.config.broker_name, qid), target))

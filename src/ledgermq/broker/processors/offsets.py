@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from ledgermq.dledger.member import MemberError
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import ResponseCode
 from ledgermq.remoting.connection import RemotingConnection
@@ -43,12 +45,15 @@ class OffsetProcessor:
     def update_consumer_offset(self, conn: RemotingConnection, cmd: RemotingCommand):
         offset = req_int(cmd, "commitOffset")
         if offset >= 0:
-            self._b.consumer_offsets.commit(
+            replicated = self._b.commit_offset(
                 req_str(cmd, "consumerGroup"),
                 req_str(cmd, "topic"),
                 req_int(cmd, "queueId"),
                 offset,
+                wait=True,
             )
+            if replicated is not None:
+                return _answer_when_replicated(cmd, replicated)
         return cmd.make_response(ResponseCode.SUCCESS)
 
     def get_max_offset(self, conn: RemotingConnection, cmd: RemotingCommand):
@@ -84,3 +89,15 @@ class OffsetProcessor:
     def get_all_delay_offsets(self, conn: RemotingConnection, cmd: RemotingCommand):
         body = json.dumps(self._b.schedule.to_json()).encode()
         return cmd.make_response(ResponseCode.SUCCESS, body=body)
+
+
+async def _answer_when_replicated(cmd: RemotingCommand, replicated: Awaitable[None]):
+    # a DLedger group acknowledges the commit once a majority has it (see
+    # replicated_offsets.py); otherwise the consumer commits again later
+    try:
+        await replicated
+    except MemberError as exc:
+        return cmd.make_response(
+            ResponseCode.SERVICE_NOT_AVAILABLE, f"offset not replicated: {exc.message}"
+        )
+    return cmd.make_response(ResponseCode.SUCCESS)

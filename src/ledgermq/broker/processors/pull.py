@@ -182,7 +182,7 @@ class PullProcessor:
         if allow_suspend and sys_flag & FLAG_COMMIT_OFFSET and not b.is_slave:
             commit = get_int(cmd, "commitOffset", -1)
             if commit is not None and commit >= 0:
-                b.consumer_offsets.commit(group, topic, queue_id, commit)
+                b.commit_offset(group, topic, queue_id, commit)
         if code == ResponseCode.SUCCESS:
             b.stats.get_total += len(records)
             return cmd.make_response(code, None, header, b"".join(records))

@@ -307,9 +307,7 @@ class SendProcessor:
                 )
             props[PROPERTY_CLUSTER] = cluster
             stored.append(
-                BatchItem(
-                    item.body, item.flag, props, _stored_text(item.properties_text, cluster)
-                )
+                BatchItem(item.body, item.flag, props, _stored_text(item.properties_text, cluster))
             )
         batch = BatchToStore(
             topic=h.topic,
