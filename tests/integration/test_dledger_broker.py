@@ -405,3 +405,32 @@ async def test_committed_consumer_offsets_survive_a_failover_exactly(group):
         await wait_until(lambda: follower.consumer_offsets.query("cg5", "T5", 0) == 9)
     finally:
         await client.close()
+
+
+async def test_a_deposed_leaders_dispatch_facts_never_describe_another_record(group):
+    # A leader remembers what it proposed at each offset to skip decoding on apply. If
+    # it is deposed, the next leader's record may take that offset; the member must then
+    # dispatch the record it applies, not the one it once proposed there (found by the
+    # SIGSTOP test: the old master's ConsumeQueue pointed at the wrong messages).
+    from ledgermq.store.dledger_commitlog import _Dispatch
+    from ledgermq.store.message_store import MessageToStore
+
+    master = await group.master()
+    await create_topic(group, "T6")
+    follower = next(b for i, b in group.brokers.items() if i != master)
+    fstore = follower.store.store
+    phy = group.brokers[master].dledger_member.log_end_pos() + 48
+    stale_cq = fstore._cq("T6", 3, True)
+    fstore._proposed[phy] = _Dispatch(
+        stale_cq, 999, 10, 0, MessageToStore("T6", 3, b"gone"), 0, b"the deposed proposal"
+    )
+    producer = group.track(Producer("pg6", group.ns))
+    await producer.start()
+    from ledgermq.client.message import MessageQueue
+
+    r = await producer.send(Message("T6", b"real"), queue=MessageQueue("T6", GROUP, 1))
+    assert r.status is SendStatus.SEND_OK and int(r.offset_msg_id[-16:], 16) == phy
+    await wait_until(lambda: fstore.get_max_offset("T6", 1) == 1, what="the follower's unit")
+    assert fstore.get_max_offset("T6", 3) == 0  # nothing dispatched from the stale facts
+    got = fstore.get_messages("T6", 1, 0, 1)
+    assert got.messages and b"real" in got.messages[0]

@@ -114,14 +114,14 @@ class ScheduleService:
         delay = self.levels_ms[qid]
         while True:
             try:
-                wait_s = self._deliver_due(level, qid, delay)
+                wait_s = await self._deliver_due(level, qid, delay)
             except Exception:
                 log.exception("schedule level %d: delivery failed", level)
                 wait_s = _RETRY_AFTER_FAILURE_S
             if wait_s > 0:
                 await self._wait(qid, wait_s)
 
-    def _deliver_due(self, level: int, qid: int, delay_ms: int) -> float:
+    async def _deliver_due(self, level: int, qid: int, delay_ms: int) -> float:
         """Delivers what is due; returns seconds to wait before looking again (0 = now)."""
         offset = self.offsets.get(level, 0)
         got = self._store.get(SCHEDULE_TOPIC, qid, offset, _BATCH, 1 << 62, None)
@@ -143,6 +143,18 @@ class ScheduleService:
             if due > now:
                 return (due - now) / 1000.0
             outcome = self._putter.put(restore_from_schedule(stored))
+            if StorePort.must_wait(outcome):
+                # a DLedger group: advance only past what a majority holds, or a
+                # failover could lose the delivered message with its schedule entry
+                status, remark = await self._store.wait_durable(outcome)
+                if status != "PUT_OK":
+                    log.warning(
+                        "schedule level %d: re-put of offset %d not replicated: %s",
+                        level,
+                        stored.queue_offset,
+                        remark,
+                    )
+                    return _RETRY_AFTER_FAILURE_S
             if not outcome.ok:
                 log.warning(
                     "schedule level %d: re-put of offset %d failed: %s",

@@ -79,6 +79,7 @@ class _Dispatch:
     tags_code: int
     msg: MessageToStore
     store_timestamp: int
+    record: bytes  # what was proposed: only that record may use these facts
 
 
 class DLedgerLogView:
@@ -300,8 +301,10 @@ class DLedgerMessageStore(MessageStore):
                 queue_offsets.append(qo)
                 phys.append(phy)
             table.update(taken)
-            for p, cq, qo, phy in zip(prepared, cqs, queue_offsets, phys, strict=True):
-                self._proposed[phy] = _Dispatch(cq, qo, p.size, p.tags_code, p.msg, now)
+            for p, cq, qo, phy, record in zip(
+                prepared, cqs, queue_offsets, phys, records, strict=True
+            ):
+                self._proposed[phy] = _Dispatch(cq, qo, p.size, p.tags_code, p.msg, now, record)
             return records
 
         try:
@@ -353,7 +356,9 @@ class DLedgerMessageStore(MessageStore):
             return None
         (phy,) = _PHYSICAL_OFFSET.unpack_from(data, _OFF_PHYSICAL_OFFSET)
         known = self._proposed.pop(phy, None)
-        if known is not None:
+        if known is not None and (known.record is data or known.record == data):
+            # (a deposed leader's proposal at this offset may have been replaced by the
+            # next leader's record: then only the record itself tells what it is)
             m = known.msg
             self._dispatch(
                 known.cq,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ledgermq.broker import topics as t
 from ledgermq.broker.processors.responses import put_status_code
+from ledgermq.broker.store_port import PutOutcome, StorePort
 from ledgermq.common.message import (
     PROPERTY_DELAY,
     PROPERTY_ORIGIN_MESSAGE_ID,
@@ -101,5 +102,16 @@ class SendBackProcessor:
             reconsume_times=orig.reconsume_times + 1,
         )
         outcome = b.putter.put(msg)
+        if StorePort.must_wait(outcome):
+            return self._answer_when_replicated(cmd, outcome)
         code, remark = put_status_code(outcome.status, outcome.remark)
         return cmd.make_response(code, remark)
+
+    async def _answer_when_replicated(
+        self, cmd: RemotingCommand, outcome: PutOutcome
+    ) -> RemotingCommand:
+        # a DLedger group: the consumer may drop its copy only once a majority has the
+        # retry message
+        status, remark = await self._b.store.wait_durable(outcome)
+        code, text = put_status_code(status, remark)
+        return cmd.make_response(code, text)
