@@ -434,3 +434,28 @@ async def test_a_deposed_leaders_dispatch_facts_never_describe_another_record(gr
     assert fstore.get_max_offset("T6", 3) == 0  # nothing dispatched from the stale facts
     got = fstore.get_messages("T6", 1, 0, 1)
     assert got.messages and b"real" in got.messages[0]
+
+
+async def test_pipelined_sends_are_not_acknowledged_without_a_majority(group):
+    # sends that arrive in one read are stored as one group (put_group): each must still
+    # wait for the group's log, not be answered SEND_OK at once (found by the fault tests)
+    from ledgermq.client.message import MessageQueue
+
+    master = await group.master()
+    await create_topic(group, "T7")
+    producer = group.track(Producer("pg7", group.ns, retry_times=0, send_timeout=6.0))
+    await producer.start()
+    assert (await producer.send(Message("T7", b"warm"))).status is SendStatus.SEND_OK
+    for i in [i for i in group.brokers if i != master]:
+        await group.brokers.pop(i).stop()
+    results = await asyncio.gather(
+        *(
+            producer.send(Message("T7", b"p%d" % k), queue=MessageQueue("T7", GROUP, k % 4))
+            for k in range(8)
+        ),
+        return_exceptions=True,
+    )
+    acked = [
+        r for r in results if not isinstance(r, BaseException) and r.status is SendStatus.SEND_OK
+    ]
+    assert not acked, f"{len(acked)} sends acknowledged with no majority to hold them"

@@ -742,6 +742,8 @@ class MessageStore:
                 msg_ids=[msg_id],
                 queue_offsets=[qo],
                 commit_log_offsets=[phy],
+                # DLedger: the run is one proposal; its last entry answers for all of it
+                replicated=r.replicated,
             )
 
     def _put(self, msgs: list[MessageToStore]) -> PutMessageResult:
