@@ -55,3 +55,8 @@ sim: $(STAMP)
 .PHONY: bench-dledger
 bench-dledger: $(STAMP)
 	$(PY) bench/dledger_compare.py
+
+# ledgermq bench produce on a DLedger broker group against NATS JetStream R3 (needs nats-server).
+.PHONY: bench-dledger-broker
+bench-dledger-broker: $(STAMP)
+	$(PY) bench/dledger_broker_compare.py

@@ -373,7 +373,7 @@ class DLedgerMessageStore(MessageStore):
             )
             return None
         try:
-            msg: MessageExt = decode_record(data)[0]
+            msg: MessageExt = decode_record(data, decode_body=False)[0]
         except MessageDecodeError as e:
             log.error("entry %d is not a readable record, not dispatched: %s", index, e)
             return None
