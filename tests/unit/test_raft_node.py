@@ -486,3 +486,28 @@ def test_propose_many_appends_all_or_none_with_one_round_of_appends():
     assert isinstance(full, ProposeError) and full.code is ErrorCode.LEADER_PENDING_FULL
     c.deliver()
     assert applied_data(c, "b") == [b"x", b"y", b"z"]
+
+
+def test_a_new_leader_counts_only_its_own_uncommitted_proposals_against_the_bound():
+    # b takes over holding entries of the old term whose commit it never heard of (a
+    # leadership transfer under load): they are not its clients' proposals, and before
+    # its no-op commits it cannot know how far they were committed. Counting them made
+    # a fresh master refuse every send with 503 for a while.
+    c = cluster(config=Config(election_ticks=10, heartbeat_ticks=1, max_pending_proposals=5))
+    c.elect("a")
+    a = c.node("a")
+    assert a.propose_many([b"1", b"2", b"3", b"4"]) == 2
+    c.deliver(drop=lambda m: m.type is MsgType.APPEND_RESP)  # a never learns they are held
+    b = c.node("b")
+    b.campaign(transfer=True)
+    c.deliver(drop=lambda m: m.type is MsgType.APPEND_RESP)  # elected, no-op not committed
+    assert b.role is Role.LEADER
+    assert b.log.last_index() - b.commit == 5, "4 old entries it cannot know committed + no-op"
+    assert b.pending_proposals() == 1  # its no-op
+    assert not isinstance(b.propose_many([b"x", b"y"]), ProposeError)
+    full = b.propose_many([b"5", b"6", b"7", b"8"])  # its own ones still count
+    assert isinstance(full, ProposeError) and full.code is ErrorCode.LEADER_PENDING_FULL
+    c.deliver()
+    c.tick("b")
+    c.deliver()
+    assert applied_data(c, "c")[-2:] == [b"x", b"y"]

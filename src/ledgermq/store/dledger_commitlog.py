@@ -313,6 +313,8 @@ class DLedgerMessageStore(MessageStore):
             return _refused(e)
         except ValueError as e:  # e.g. an unparsable born host
             return PutMessageResult(PutMessageStatus.MESSAGE_ILLEGAL, remark=str(e))
+        for fut in futures[:-1]:  # the last one answers for them (see wait_durable)
+            fut.add_done_callback(_retrieve)
         ids = self._msg_ids(phys)
         return PutMessageResult(
             PutMessageStatus.PUT_OK,
@@ -435,6 +437,11 @@ class DLedgerMessageStore(MessageStore):
     def restore(self, data: bytes) -> None:
         # the ConsumeQueues persist; replaying the log over them skips what they hold
         self._proposed.clear()
+
+
+def _retrieve(fut: asyncio.Future[object]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # marks it retrieved: nobody awaits it
 
 
 def _refused(e: MemberError) -> PutMessageResult:

@@ -287,6 +287,8 @@ class RaftNode:
         self.randomized_timeout = 0
         self.votes: dict[str, bool] = {}
         self.progress: dict[str, Progress] = {}
+        # leader: index of its term's no-op (its own proposals follow)
+        self._term_start = 0
         self.transferee: str | None = None
         self.transfer_elapsed = 0
         self.leader_ticks = 0  # ticks spent as leader; ages in-flight appends
@@ -332,9 +334,11 @@ class RaftNode:
         return self.id in self._voter_set
 
     def pending_proposals(self) -> int:
-        """Entries in the log that are not committed yet (what max_pending_proposals
-        bounds on a leader)."""
-        return self.log.last_index() - self.log.commit
+        """Entries this leader proposed in its term that are not committed yet (what
+        max_pending_proposals bounds). Entries from before its term do not count: a
+        member that just took over (an election, a leadership transfer) may not know yet
+        how far they were committed, and they are not its clients' proposals."""
+        return self.log.last_index() - max(self.log.commit, self._term_start - 1)
 
     def snapshot_meta(self) -> SnapshotMeta:
         """Metadata for a snapshot of the state machine as of ``applied`` (call it after
@@ -743,6 +747,7 @@ class RaftNode:
             self.progress[p] = pr
         # a no-op of our own term: committing it commits every earlier entry safely
         self.log.append_new([Entry(last + 1, self.term, b"", ENTRY_NOOP)])
+        self._term_start = last + 1
         self._after_leader_append()
 
     def _tally(self) -> str:
