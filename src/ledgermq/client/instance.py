@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -122,6 +123,9 @@ class ClientInstance:
         )
         self.remoting = RemotingClient(dispatcher=self.dispatcher)
         self.routes: dict[str, TopicRoute] = {}
+        # topic -> when its route was fetched (a sequence number; higher is newer)
+        self._route_fetched: dict[str, int] = {}
+        self._route_seq = itertools.count(1)
         # brokerName -> {brokerId: addr}, the union of all cached routes.
         self.broker_addrs: dict[str, dict[int, str]] = {}
         self.producers: dict[str, ProducerHooks] = {}
@@ -256,6 +260,7 @@ class ClientInstance:
             if route is None:
                 return None
             self.routes[topic] = route
+            self._route_fetched[topic] = next(self._route_seq)
             self._rebuild_broker_addrs()
             return route
 
@@ -266,7 +271,11 @@ class ClientInstance:
 
     def _rebuild_broker_addrs(self) -> None:
         table: dict[str, dict[int, str]] = {}
-        for route in self.routes.values():
+        # Oldest route first, so the newest one's ids win: after a failover a route
+        # fetched before it (e.g. TBW102's, which is not refreshed periodically) must
+        # not keep naming the old master as brokerId 0.
+        order = sorted(self.routes, key=lambda t: self._route_fetched.get(t, 0))
+        for route in (self.routes[t] for t in order):
             for bd in route.broker_datas:
                 table.setdefault(bd.broker_name, {}).update(bd.broker_addrs)
         known = {a for addrs in self.broker_addrs.values() for a in addrs.values()}
@@ -301,6 +310,7 @@ class ClientInstance:
                 continue
             if route is not None:
                 self.routes[topic] = route
+                self._route_fetched[topic] = next(self._route_seq)
         self._rebuild_broker_addrs()
 
     async def subscribe_queues(self, topic: str, *, refresh: bool = False) -> list[MessageQueue]:
