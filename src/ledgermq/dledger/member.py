@@ -1010,6 +1010,12 @@ class Member:
                     p.future.set_exception(error)
                 else:
                     p.future.set_result((e.index - 1, result))
+            batch_done = getattr(sm, "applied_batch", None)
+            if batch_done is not None:
+                try:
+                    batch_done()
+                except Exception:  # noqa: BLE001 - like a failed apply: logged, not fatal
+                    log.exception("%s/%s: applied_batch failed", self.group, self.self_id)
         for rs in rd.read_states:
             fut = self._reads.pop(rs.ctx, None)
             if fut is None or fut.done():

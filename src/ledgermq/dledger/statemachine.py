@@ -5,6 +5,9 @@ on every member, on the event loop thread: keep it quick and deterministic (same
 same state, same results on every replica). The value it returns is what the proposing
 client gets back. Indexes are DLedger's (0-based).
 
+A state machine may also define `applied_batch()`: called after each run of applies
+(one per driver step), e.g. to write what the applies buffered in one go.
+
 `snapshot`/`restore` serialize the whole state (deterministically: replicas compare
 equal after a restore). The driver calls `snapshot` right after applying an entry,
 every `MemberConfig.snapshot_threshold` entries, stores the bytes in
