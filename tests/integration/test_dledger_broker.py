@@ -213,6 +213,11 @@ async def test_sends_are_acked_once_replicated_and_every_replica_serves_them(gro
             for phy, size in units[:3]:
                 rec = b.store.read_record(phy)
                 assert rec is not None and len(rec) == size
+        # and index the same keys (written once per applied batch)
+        await wait_until(
+            lambda b=b: b.store.query_by_unique_key("T1", sent[7].msg_id), what="index"
+        )
+        assert len(b.store.query_by_unique_key("T1", sent[7].msg_id)) == 1
     # a consumer reads them from the master
     consumer = group.track(LitePullConsumer("cg", group.ns))
     consumer.subscribe("T1", "*")

@@ -127,6 +127,19 @@ def test_ipv6_hosts(born, store, flags):
     assert d.offset_msg_id == offset_msg_id((store, 2), m.commit_log_offset)
 
 
+def test_a_dispatch_decode_skips_only_the_host_addresses():
+    # what a DLedger follower decodes per applied record: every field but the two
+    # addresses (and the body, when asked) must match a full decode
+    m = sample(born_host=("2001:db8::5", 7), store_host=("10.1.2.3", 9))
+    raw = encode_record(m)
+    full = decode_record(raw)[0]
+    light = decode_record(raw, decode_body=False, decode_hosts=False)[0]
+    assert light.born_host == ("", 7) and light.store_host == ("", 9) and light.body == b""
+    for name in ("topic", "queue_id", "queue_offset", "commit_log_offset", "properties",
+                 "store_timestamp", "sys_flag", "flag", "reconsume_times"):  # fmt: skip
+        assert getattr(light, name) == getattr(full, name), name
+
+
 def test_stamp_record_and_concatenated_records():
     m = sample(born_host=("::1", 5))
     buf = bytearray(encode_record(m) + encode_record(sample(queue_offset=1)))
