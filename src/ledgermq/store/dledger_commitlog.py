@@ -33,7 +33,6 @@ from ledgermq.common.message import (
     MessageDecodeError,
     MessageExt,
     decode_record,
-    encode_record_parts,
 )
 from ledgermq.dledger.member import Member, MemberError
 from ledgermq.dledger.protocol import Code
@@ -47,6 +46,7 @@ from ledgermq.store.message_store import (
     PutMessageResult,
     PutMessageStatus,
     StoreConfig,
+    _encode_prepared,
     _index_entries,
     _Prepared,
 )
@@ -280,24 +280,7 @@ class DLedgerMessageStore(MessageStore):
                     qo = table.get(cq, cq.max_offset)
                 taken[cq] = qo + 1
                 phy = pos + HEADER_SIZE
-                records.append(
-                    encode_record_parts(
-                        p.topic_b,
-                        m.body,
-                        p.props_b,
-                        queue_id=m.queue_id,
-                        flag=m.flag,
-                        queue_offset=qo,
-                        physical_offset=phy,
-                        sys_flag=p.sys_flag,
-                        born_timestamp=m.born_timestamp,
-                        born_host=m.born_host,
-                        store_timestamp=now,
-                        store_host=store_host,
-                        reconsume_times=m.reconsume_times,
-                        prepared_transaction_offset=m.prepared_transaction_offset,
-                    )
-                )
+                records.append(_encode_prepared(p, qo, phy, now, store_host))
                 cqs.append(cq)
                 queue_offsets.append(qo)
                 phys.append(phy)

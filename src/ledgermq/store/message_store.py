@@ -281,6 +281,29 @@ _TOPIC_CACHE_MAX = 65536
 _GROUP_RUN_BYTES = 1 << 20
 
 
+def _encode_prepared(
+    p: _Prepared, queue_offset: int, physical_offset: int, now: int, store_host: tuple[str, int]
+) -> bytes:
+    """The CommitLog record of a checked message, once its offsets are known."""
+    m = p.msg
+    return encode_record_parts(
+        p.topic_b,
+        m.body,
+        p.props_b,
+        queue_id=m.queue_id,
+        flag=m.flag,
+        queue_offset=queue_offset,
+        physical_offset=physical_offset,
+        sys_flag=p.sys_flag,
+        born_timestamp=m.born_timestamp,
+        born_host=m.born_host,
+        store_timestamp=now,
+        store_host=store_host,
+        reconsume_times=m.reconsume_times,
+        prepared_transaction_offset=m.prepared_transaction_offset,
+    )
+
+
 class MessageStore:
     def __init__(
         self,
@@ -800,24 +823,7 @@ class MessageStore:
                 else:  # several records of one batch may go to the same queue
                     qo = next_qo.get(cq, cq.max_offset)
                     next_qo[cq] = qo + 1
-                parts.append(
-                    encode_record_parts(
-                        p.topic_b,
-                        m.body,
-                        p.props_b,
-                        queue_id=m.queue_id,
-                        flag=m.flag,
-                        queue_offset=qo,
-                        physical_offset=phy,
-                        sys_flag=p.sys_flag,
-                        born_timestamp=m.born_timestamp,
-                        born_host=m.born_host,
-                        store_timestamp=now,
-                        store_host=store_host,
-                        reconsume_times=m.reconsume_times,
-                        prepared_transaction_offset=m.prepared_transaction_offset,
-                    )
-                )
+                parts.append(_encode_prepared(p, qo, phy, now, store_host))
                 cqs.append(cq)
                 queue_offsets.append(qo)
                 phys.append(phy)
