@@ -197,7 +197,7 @@ def cmd_produce(args):
         return emit(state, 2)
     deadline = _t0 + overall
     try:
-        for i in range(args.count):
+        for i in range(args.first_seq, args.first_seq + args.count):
             if time.time() > deadline:
                 state['errors'].append({'error': 'Timeout', 'message': 'produce --timeout reached',
                                         'seq': i})
@@ -353,6 +353,7 @@ def main(argv=None):
     p = sub.add_parser('produce')
     common(p)
     p.add_argument('--count', type=int, required=True)
+    p.add_argument('--first-seq', type=int, default=0, help='number the messages from here')
     p.add_argument('--tag')
     p.add_argument('--keys')
     p.add_argument('--group')
