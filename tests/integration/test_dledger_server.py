@@ -11,7 +11,7 @@ import pytest
 
 from ledgermq.dledger.client import COALESCE_MAX_COUNT, DLedgerClient, DLedgerError
 from ledgermq.dledger.kv import KVStateMachine
-from ledgermq.dledger.member import MemberConfig
+from ledgermq.dledger.member import MemberConfig, MemberError
 from ledgermq.dledger.protocol import Code, RequestCode, encode_append_request
 from ledgermq.dledger.server import DLedgerServer
 from ledgermq.remoting.codec import RemotingCommand
@@ -527,15 +527,18 @@ async def test_placed_entries_carry_their_own_position_on_every_replica(cluster)
 
         return encode
 
-    futures = []
+    placed_futures, plain_futures = [], []
     for round_ in range(6):
         sizes = [200_000 + 999 * round_, 64, 300_001]  # crosses the 1 MiB data files
-        futures += leader.submit_placed(sizes, stamped(sizes))
+        placed_futures.append(leader.submit_placed(sizes, stamped(sizes)))
         (plain,) = leader.submit_many([[b"plain-%d" % round_]])
-        futures += plain
-    done = await asyncio.gather(*futures)
-    indexes = [index for index, _ in done]
-    placed = [i for k, i in enumerate(indexes) if k % 4 != 3]
+        plain_futures += plain
+    # one future per placed submission, for its last entry: 3 entries, then a plain one
+    lasts = [index for index, _ in await asyncio.gather(*placed_futures)]
+    plains = [index for index, _ in await asyncio.gather(*plain_futures)]
+    assert [p - last for p, last in zip(plains, lasts, strict=True)] == [1] * 6
+    placed = [i for last in lasts for i in (last - 2, last - 1, last)]
+    indexes = placed + plains
     await wait_for(lambda: all(cluster.member(i).applied - 1 >= max(indexes) for i in IDS))
     for member_id in IDS:
         store = cluster.member(member_id).storage.store
@@ -550,11 +553,12 @@ async def test_placed_entries_carry_their_own_position_on_every_replica(cluster)
     sizes = [100, 100]
     moved = leader.submit_placed(sizes, stamped(sizes))
     leader.node.propose_many([b"sneaked in first"])
-    results = await asyncio.gather(*moved, return_exceptions=True)
-    assert all(isinstance(r, Exception) and r.code == Code.TERM_CHANGED for r in results)
+    with pytest.raises(MemberError) as refused:
+        await moved
+    assert refused.value.code == Code.TERM_CHANGED
     assert lost == [1]
     # and the next placement starts from the real end of the log again
-    again = leader.submit_placed(sizes, stamped(sizes))
-    ok = await asyncio.gather(*again)
-    entry = leader.storage.store.get(ok[0][0])
-    assert struct.unpack_from(">q", entry.body)[0] == entry.pos
+    last, _ = await leader.submit_placed(sizes, stamped(sizes))
+    for index in (last - 1, last):
+        entry = leader.storage.store.get(index)
+        assert struct.unpack_from(">q", entry.body)[0] == entry.pos

@@ -180,7 +180,8 @@ class _Pending:
 class _Queued:
     """Bodies submitted but not proposed yet: the driver proposes everything queued in
     one core call when it wakes. A placed submission (`submit_placed`) also records where
-    its first entry must land and in which term, checked when it is proposed."""
+    its first entry must land and in which term, checked when it is proposed; it has one
+    future, for its last entry (the others' are one per body)."""
 
     __slots__ = ("bodies", "deadline", "futures", "placed_at", "term")
 
@@ -605,17 +606,19 @@ class Member:
 
     def submit_placed(
         self, sizes: list[int], encode: Callable[[list[int]], list[bytes]]
-    ) -> list[asyncio.Future[Any]]:
+    ) -> asyncio.Future[Any]:
         """Propose entries whose bytes depend on where they land (a broker's CommitLog
         record carries its own physical offset, its entry's pos + 48).
 
         `sizes` are the body lengths; `encode(positions)` gets each entry's pos (the
         offset of its 48-byte header, the same on every replica) and returns the bodies,
         of exactly those lengths. It runs now, synchronously, so the caller may assign
-        other sequence numbers (queue offsets) in log order inside it. Raises MemberError
-        when refused (nothing was encoded then). If the log moves under the entries
-        before they are proposed (a new term in between), their futures fail with
-        TERM_CHANGED and `on_placement_lost` is called."""
+        other sequence numbers (queue offsets) in log order inside it. Returns one future,
+        for the last entry: (its DLedger index, result) once applied here; entries apply
+        in order, so the others are then applied too. Raises MemberError when refused
+        (nothing was encoded then). If the log moves under the entries before they are
+        proposed (a new term in between), the future fails with TERM_CHANGED and
+        `on_placement_lost` is called."""
         node = self.node
         assert node is not None
         refused = self._refusal(node)
@@ -641,14 +644,13 @@ class Member:
         bodies = encode(positions)
         if [len(b) for b in bodies] != list(sizes):
             raise ValueError("encode() returned bodies of other lengths than announced")
-        create = self._loop.create_future
-        futures = [create() for _ in bodies]
+        future = self._loop.create_future()
         deadline = self._loop.time() + self.config.request_timeout
-        self._queued.append(_Queued(bodies, futures, deadline, positions[0], node.term))
+        self._queued.append(_Queued(bodies, [future], deadline, positions[0], node.term))
         self._queued_n += len(bodies)
         self._queued_end = end
         self._wake.set()
-        return futures
+        return future
 
     def _propose_queued(self, node: RaftNode) -> None:
         queued, self._queued = self._queued, []
@@ -674,6 +676,8 @@ class Member:
         index = r
         for q in queued:
             deadline = q.deadline
+            # a placed submission has one future, for its last entry
+            index += len(q.bodies) - len(q.futures)
             for fut in q.futures:
                 stale = pending.get(index)
                 if stale is not None and not stale.future.done():

@@ -292,13 +292,11 @@ class DLedgerMessageStore(MessageStore):
             return records
 
         try:
-            futures = member.submit_placed([p.size for p in prepared], encode)
+            replicated = member.submit_placed([p.size for p in prepared], encode)
         except MemberError as e:
             return _refused(e)
         except ValueError as e:  # e.g. an unparsable born host
             return PutMessageResult(PutMessageStatus.MESSAGE_ILLEGAL, remark=str(e))
-        for fut in futures[:-1]:  # the last one answers for them (see wait_durable)
-            fut.add_done_callback(_retrieve)
         ids = self._msg_ids(phys)
         return PutMessageResult(
             PutMessageStatus.PUT_OK,
@@ -310,7 +308,7 @@ class DLedgerMessageStore(MessageStore):
             msg_ids=ids,
             queue_offsets=queue_offsets,
             commit_log_offsets=phys,
-            replicated=futures[-1],  # entries apply in order: the last one answers for all
+            replicated=replicated,  # the last entry's: entries apply in order
         )
 
     async def wait_durable(self, result: PutMessageResult) -> PutMessageResult:
@@ -427,11 +425,6 @@ class DLedgerMessageStore(MessageStore):
     def restore(self, data: bytes) -> None:
         # the ConsumeQueues persist; replaying the log over them skips what they hold
         self._proposed.clear()
-
-
-def _retrieve(fut: asyncio.Future[object]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # marks it retrieved: nobody awaits it
 
 
 def _refused(e: MemberError) -> PutMessageResult:
