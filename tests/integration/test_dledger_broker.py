@@ -464,3 +464,61 @@ async def test_pipelined_sends_are_not_acknowledged_without_a_majority(group):
         r for r in results if not isinstance(r, BaseException) and r.status is SendStatus.SEND_OK
     ]
     assert not acked, f"{len(acked)} sends acknowledged with no majority to hold them"
+
+
+async def test_slave_reads_when_enabled(group):
+    # slaveReadEnable: a consumer far behind is sent to a slave (whichBrokerWhenConsumeSlowly),
+    # and a slave serves pulls from its committed queues; without it a slave sends the
+    # consumer back to the master (PULL_RETRY_IMMEDIATELY)
+    from ledgermq.client.message import MessageQueue
+
+    master = await group.master()
+    await create_topic(group, "T8")
+    producer = group.track(Producer("pg8", group.ns))
+    await producer.start()
+    for k in range(10):
+        r = await producer.send(Message("T8", b"s%d" % k), queue=MessageQueue("T8", GROUP, 0))
+        assert r.status is SendStatus.SEND_OK
+    for b in group.brokers.values():
+        b.config.slave_read_enable = True
+        b.config.access_message_in_memory_max_ratio = 0  # every consumer counts as behind
+    slave = next(b for i, b in group.brokers.items() if i != master)
+    await wait_until(lambda: slave.store.max_offset("T8", 0) == 10, what="the slave's queue")
+
+    client = RemotingClient()
+
+    async def pull(broker: Broker):
+        return await client.invoke(
+            broker.address,
+            RemotingCommand(
+                code=RequestCode.PULL_MESSAGE,
+                ext_fields={
+                    "consumerGroup": "cg8",
+                    "topic": "T8",
+                    "queueId": "0",
+                    "queueOffset": "0",
+                    "maxMsgNums": "32",
+                    "sysFlag": "0",
+                    "commitOffset": "-1",
+                    "suspendTimeoutMillis": "0",
+                    "subVersion": "0",
+                    "subscription": "*",
+                },
+            ),
+        )
+
+    try:
+        from_master = await pull(group.brokers[master])
+        assert from_master.code == ResponseCode.SUCCESS
+        assert from_master.ext_fields["suggestWhichBrokerId"] == "1"
+        from_slave = await pull(slave)
+        assert from_slave.code == ResponseCode.SUCCESS
+        assert from_slave.body == from_master.body  # the same committed records
+        slave.config.slave_read_enable = False
+        refused = await pull(slave)
+        assert refused.code == ResponseCode.PULL_RETRY_IMMEDIATELY
+        assert refused.ext_fields["suggestWhichBrokerId"] == "0"
+        group.brokers[master].config.access_message_in_memory_max_ratio = 40
+        assert (await pull(group.brokers[master])).ext_fields["suggestWhichBrokerId"] == "0"
+    finally:
+        await client.close()

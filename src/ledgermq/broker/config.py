@@ -32,7 +32,6 @@ _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 NOT_SUPPORTED_YET = (
     "enableControllerMode",
     "controllerAddr",
-    "slaveReadEnable",
     "haListenPort",
     "haMasterAddress",
     "aclEnable",
@@ -79,6 +78,8 @@ class BrokerConfig:
     file_reserved_time: int = setting(72, minimum=0)
     delete_when: str = "04"
     slave_read_enable: bool = False
+    # a consumer further behind than this share of memory is sent to a slave
+    access_message_in_memory_max_ratio: int = setting(40, minimum=0, maximum=100)
     enable_d_leger_commit_log: bool = setting(False, key="enableDLegerCommitLog")
     d_leger_group: str = setting("", key="dLegerGroup")
     d_leger_peers: str = setting("", key="dLegerPeers")

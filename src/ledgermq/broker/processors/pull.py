@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -79,6 +82,15 @@ class PullProcessor:
                 },
             )
 
+    def _far_behind(self, record: bytes) -> bool:
+        """RocketMQ's isSuggestPullingFromSlave: the commit log holds more after this
+        record than accessMessageInMemoryMaxRatio percent of the machine's memory."""
+        if len(record) < 36:
+            return False
+        (phy,) = _PHYSICAL_OFFSET.unpack_from(record, 28)
+        behind = self._b.store.commit_log_max_offset() - phy
+        return behind > _physical_memory() * self._b.config.access_message_in_memory_max_ratio / 100
+
     def _subscription(self, cmd: RemotingCommand, group: str, topic: str, sys_flag: int):
         expr = cmd.ext_fields.get("subscription")
         if sys_flag & FLAG_SUBSCRIPTION or expr is not None:
@@ -154,6 +166,19 @@ class PullProcessor:
                 f"[{topic_cfg.read_queue_nums}] consumer:[{conn.remote_address}]",
             )
         sub = self._subscription(cmd, group, topic, sys_flag)
+        slave_read = b.config.slave_read_enable
+        if b.is_slave and not slave_read:
+            # RocketMQ: a slave that may not serve reads sends the consumer to the master
+            return cmd.make_response(
+                ResponseCode.PULL_RETRY_IMMEDIATELY,
+                "this broker is a slave and slaveReadEnable=false",
+                {
+                    "suggestWhichBrokerId": "0",
+                    "nextBeginOffset": str(offset),
+                    "minOffset": str(b.store.min_offset(topic, queue_id)),
+                    "maxOffset": str(b.store.max_offset(topic, queue_id)),
+                },
+            )
         max_bytes = get_int(cmd, "maxMsgBytes", 0) or 0
         got = b.store.get(
             topic,
@@ -172,8 +197,14 @@ class PullProcessor:
             code = _MOVED if offset != 0 else _NOT_FOUND
         if code == ResponseCode.SUCCESS and not records:
             code = _RETRY
+        suggest = 0
+        if slave_read:
+            # a consumer far behind (what it reads is unlikely to be in memory) is sent to
+            # another member, so the master's page cache serves the ones keeping up
+            slow = bool(records) and self._far_behind(records[-1])
+            suggest = group_cfg.which_broker_when_consume_slowly if slow else group_cfg.broker_id
         header = {
-            "suggestWhichBrokerId": "0",
+            "suggestWhichBrokerId": str(suggest),
             "nextBeginOffset": str(got.next_begin_offset),
             "minOffset": str(got.min_offset),
             "maxOffset": str(got.max_offset),
@@ -218,3 +249,14 @@ class PullProcessor:
             assert not hasattr(result, "__await__")
             if not arrived or result is None or result.code != _NOT_FOUND:
                 return result  # type: ignore[return-value]
+
+
+_PHYSICAL_OFFSET = struct.Struct(">q")
+
+
+@functools.cache
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8 << 30
