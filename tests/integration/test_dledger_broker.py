@@ -522,3 +522,36 @@ async def test_slave_reads_when_enabled(group):
         assert (await pull(group.brokers[master])).ext_fields["suggestWhichBrokerId"] == "0"
     finally:
         await client.close()
+
+
+async def test_topics_and_delay_progress_reach_every_member_through_the_log(group):
+    # (the slaves copy only subscription groups from the master in a DLedger group, so
+    # these can only have come through the log)
+    master = await group.master()
+    admin = group.track(AdminClient(group.ns))
+    await admin.start()
+    await admin.create_topic(
+        "T9", broker_addr=group.brokers[master].address, read_queue_nums=3, write_queue_nums=3
+    )
+    followers = [b for i, b in group.brokers.items() if i != master]
+    want = group.brokers[master].topic_config.get("T9")
+    assert want is not None and want.write_queue_nums == 3
+    await wait_until(
+        lambda: all(b.topic_config.get("T9") == want for b in followers), what="T9 everywhere"
+    )
+    # a delayed message (level 1: 1 s): the master's delivery progress reaches the others
+    producer = group.track(Producer("pg9", group.ns))
+    await producer.start()
+    r = await producer.send(Message("T9", b"later", delay_level=1))
+    assert r.status is SendStatus.SEND_OK
+    schedule = group.brokers[master].schedule
+    await wait_until(lambda: schedule.offsets.get(1, 0) >= 1, timeout=15, what="delivery")
+    await wait_until(
+        lambda: all(b.schedule.offsets.get(1, 0) == schedule.offsets[1] for b in followers),
+        what="the delay progress on every member",
+    )
+    # and after a failover the new master knows both
+    await group.brokers.pop(master).stop()
+    new = await group.master(exclude=master)
+    assert group.brokers[new].topic_config.get("T9") == want
+    assert group.brokers[new].schedule.offsets.get(1, 0) >= 1

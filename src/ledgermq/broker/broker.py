@@ -23,7 +23,7 @@ from ledgermq.broker.mq_lock import RebalanceLockManager
 from ledgermq.broker.namesrv_registration import BrokerIdentity, NamesrvRegistrar
 from ledgermq.broker.processors.registry import register_processors
 from ledgermq.broker.putter import MessagePutter
-from ledgermq.broker.replicated_offsets import ReplicatedOffsets
+from ledgermq.broker.replicated_metadata import ReplicatedMetadata
 from ledgermq.broker.schedule import ScheduleService
 from ledgermq.broker.slave_sync import DEFAULT_INTERVAL_S as DEFAULT_SYNC_INTERVAL_S
 from ledgermq.broker.slave_sync import SlaveSync
@@ -91,7 +91,8 @@ class Broker:
         self.dledger_member: Member | None = None
         self._dledger_store: DLedgerMessageStore | None = None
         self._becoming_master: asyncio.Task[None] | None = None
-        self.offset_log: ReplicatedOffsets | None = None  # consumer offsets in the log
+        # offsets, topics and delay progress in the log (DLedger mode)
+        self.metadata_log: ReplicatedMetadata | None = None
         self.broker_id = config.broker_id
         self._schedule_running = False  # delayed messages are delivered by masters only
         store_cls = MessageStore
@@ -264,8 +265,9 @@ class Broker:
             interval = 1.0 if self._dledger_store is not None else DEFAULT_SYNC_INTERVAL_S
             self._tasks.append(
                 loop.create_task(
-                    # consumer offsets travel in the log in a DLedger group
-                    SlaveSync(self, offsets=self._dledger_store is None).run(
+                    # in a DLedger group offsets, topics and delay progress travel in
+                    # the log; the slaves copy only the subscription groups
+                    SlaveSync(self, log_replicated=self._dledger_store is not None).run(
                         self._sync_source, interval
                     ),
                     name="broker-slave-sync",
@@ -328,8 +330,16 @@ class Broker:
             raise
         store.attach(member)
         self.dledger_member = member
-        self.offset_log = ReplicatedOffsets(self.consumer_offsets, lambda: self.dledger_member)
-        store.on_meta = self.offset_log.apply
+        self.metadata_log = ReplicatedMetadata(
+            self.consumer_offsets,
+            self.topic_config,
+            self.schedule,
+            lambda: self.dledger_member,
+            lambda: not self.is_slave,
+        )
+        store.on_meta = self.metadata_log.apply
+        self.topic_config.on_local_change = self.metadata_log.topic_changed
+        self.schedule.on_advance = self.metadata_log.delay_advanced
         member.on_role_change = self._dledger_role_changed
         self._dledger_role_changed(member.role, member.node.term, member.leader_id)  # type: ignore[union-attr]
 
@@ -353,8 +363,8 @@ class Broker:
     ) -> asyncio.Future[None] | None:
         """A consumer's progress: in a DLedger group's master through the log (with
         `wait`, a future for when a majority has it); elsewhere straight to the table."""
-        if self.offset_log is not None and not self.is_slave:
-            return self.offset_log.commit(group, topic, queue_id, offset, wait=wait)
+        if self.metadata_log is not None and not self.is_slave:
+            return self.metadata_log.commit_offset(group, topic, queue_id, offset, wait=wait)
         self.consumer_offsets.commit(group, topic, queue_id, offset)
         return None
 

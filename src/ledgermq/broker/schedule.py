@@ -44,6 +44,8 @@ class ScheduleService:
         self._file = file
         self._clock_ms = clock_ms
         self.offsets: dict[int, int] = {}
+        # told of each level's new delivery progress (a DLedger master logs it)
+        self.on_advance: Callable[[int, int], None] | None = None
         self.data_version = DataVersion()
         self._dirty = False
         self._events: dict[int, asyncio.Event] = {}
@@ -170,3 +172,11 @@ class ScheduleService:
     def _advance(self, level: int, offset: int) -> None:
         self.offsets[level] = offset
         self._dirty = True
+        if self.on_advance is not None:
+            self.on_advance(level, offset)
+
+    def apply_replicated(self, level: int, offset: int) -> None:
+        """Delivery progress that came from the group's log (it only moves forward)."""
+        if offset > self.offsets.get(level, 0):
+            self.offsets[level] = offset
+            self._dirty = True

@@ -44,8 +44,9 @@ class SlaveSync:
     broker: Broker
     timeout_s: float = DEFAULT_TIMEOUT_S
     rounds: int = 0
-    # False where consumer offsets reach the slave another way (a DLedger group's log)
-    offsets: bool = True
+    # True where offsets, topics and delay progress reach the slave through a DLedger
+    # group's log (copying them too could undo newer changes the log already applied)
+    log_replicated: bool = False
     # Only the first failure of a streak is a warning: a master that is down would
     # otherwise log the same thing every 10 s for as long as it stays down.
     _failing: bool = field(default=False, repr=False)
@@ -87,7 +88,7 @@ class SlaveSync:
         )
         ok = True
         for what, code, apply in parts:
-            if code == RequestCode.GET_ALL_CONSUMER_OFFSET and not self.offsets:
+            if self.log_replicated and code != RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG:
                 continue
             try:
                 body = await self._fetch(master_addr, code)

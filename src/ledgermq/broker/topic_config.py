@@ -29,6 +29,9 @@ class TopicConfigManager:
         self._file = file
         self._clock_ms = clock_ms
         self.on_change = on_change
+        # told of every change made here (not of those applied from elsewhere): a
+        # DLedger group's master writes them into the log
+        self.on_local_change: Callable[[str, TopicConfig | None], None] | None = None
         self.table: dict[str, TopicConfig] = {}
         self.data_version = DataVersion()
         self.system_topics: set[str] = set()
@@ -101,12 +104,26 @@ class TopicConfigManager:
         if old != cfg:
             log.info("topic config changed: %s -> %s", old, cfg)
         self._changed()
+        if self.on_local_change is not None:
+            self.on_local_change(cfg.topic_name, cfg)
 
     def delete(self, topic: str) -> TopicConfig | None:
         old = self.table.pop(topic, None)
         if old is not None:
             self._changed()
+            if self.on_local_change is not None:
+                self.on_local_change(topic, None)
         return old
+
+    def apply_replicated(self, topic: str, cfg: TopicConfig | None) -> None:
+        """A change that came from the group's log (None: the topic was deleted)."""
+        if self.table.get(topic) == cfg:
+            return
+        if cfg is None:
+            self.table.pop(topic, None)
+        else:
+            self.table[topic] = cfg
+        self._changed()
 
     def create_for_send(
         self, topic: str, default_topic: str, client_queue_nums: int, sys_flag: int

@@ -93,7 +93,7 @@ class OffsetProcessor:
 
 async def _answer_when_replicated(cmd: RemotingCommand, replicated: Awaitable[None]):
     # a DLedger group acknowledges the commit once a majority has it (see
-    # replicated_offsets.py); otherwise the consumer commits again later
+    # replicated_metadata.py); otherwise the consumer commits again later
     try:
         await replicated
     except MemberError as exc:
