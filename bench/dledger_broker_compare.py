@@ -39,7 +39,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench" / "peers"))
-from bench.dledger_compare import ensure_peer_venv, run_json, shown  # noqa: E402
+from bench.dledger_compare import (  # noqa: E402
+    ensure_peer_venv,
+    print_report,
+    run_json,
+    shown,
+)
 from peer_util import die_with_parent  # noqa: E402
 from tests.procs import ServerProcess, free_port, free_port_pair  # noqa: E402
 
@@ -508,17 +513,13 @@ def main() -> None:
     if args.json:
         print(json.dumps({"rows": rows, "log_problems": problems}))
         return
-    print("\n".join(table(rows)))
-    print()
-    print("(other load: cores used by processes outside this benchmark during the line; a")
-    print("line is only comparable with another if both had about 0.)")
-    print()
-    for r in rows:
-        print(f"    {r['command']}")
-    check = targets(rows)
-    if len(check) > 2:
-        print()
-        print("\n".join(check))
+    print_report(
+        table(rows),
+        "(other load: cores used by processes outside this benchmark during the line; a\n"
+        "line is only comparable with another if both had about 0.)",
+        [r["command"] for r in rows],
+        targets(rows),
+    )
 
 
 if __name__ == "__main__":

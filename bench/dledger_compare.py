@@ -414,18 +414,29 @@ def main() -> None:
     if args.json:
         print(json.dumps({"rows": rows}))
         return
-    print("\n".join(table(rows)))
+    print_report(
+        table(rows),
+        "(other load: cores used by processes outside this benchmark during the line. A\n"
+        "line is only comparable with another if neither had company on this 2-core machine:\n"
+        "about 0, or 0.2-0.5 for etcd, whose fsync work is partly not attributed to it.)",
+        [r["command"] for r in rows],
+        targets(rows),
+    )
+
+
+def print_report(
+    table_lines: list[str], load_note: str, commands: list[str], target_lines: list[str]
+) -> None:
+    """The Markdown report every comparison prints (for bench/RESULTS.md)."""
+    print("\n".join(table_lines))
     print()
-    print("(other load: cores used by processes outside this benchmark during the line. A")
-    print("line is only comparable with another if neither had company on this 2-core machine:")
-    print("about 0, or 0.2-0.5 for etcd, whose fsync work is partly not attributed to it.)")
+    print(load_note)
     print()
-    for r in rows:
-        print(f"    {r['command']}")
-    check = targets(rows)
-    if len(check) > 2:
+    for command in commands:
+        print(f"    {command}")
+    if len(target_lines) > 2:  # more than the header
         print()
-        print("\n".join(check))
+        print("\n".join(target_lines))
 
 
 if __name__ == "__main__":
