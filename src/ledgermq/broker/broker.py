@@ -338,6 +338,7 @@ class Broker:
             lambda: not self.is_slave,
         )
         store.on_meta = self.metadata_log.apply
+        store.before_checkpoint = self._persist_replicated_metadata
         self.topic_config.on_local_change = self.metadata_log.topic_changed
         self.schedule.on_advance = self.metadata_log.delay_advanced
         member.on_role_change = self._dledger_role_changed
@@ -367,6 +368,12 @@ class Broker:
             return self.metadata_log.commit_offset(group, topic, queue_id, offset, wait=wait)
         self.consumer_offsets.commit(group, topic, queue_id, offset)
         return None
+
+    def _persist_replicated_metadata(self) -> None:
+        # what the applied entries changed must be on disk before the store records
+        # them as applied: a restart does not replay them (topics are written at once)
+        self.consumer_offsets.flush()
+        self.schedule.flush()
 
     def _sync_source(self) -> str | None:
         """The master to copy metadata from, while this broker is a slave."""

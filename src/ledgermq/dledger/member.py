@@ -381,19 +381,44 @@ class Member:
             self._addresses.update(decode_context(snap.meta.context)[1])
         for e in view.config_entries():
             self._learn_config_entry(e)
+        # a state machine that persists its own progress (applied_index(), DLedger
+        # numbering) resumes after it instead of replaying the whole log
+        resume = self._resume_index(view.snapshot_meta().index, view.last_index())
         self.node = RaftNode(
-            self.self_id, self._bootstrap, view, self.config.raft_config(), self._rng
+            self.self_id,
+            self._bootstrap,
+            view,
+            self.config.raft_config(),
+            self._rng,
+            applied=resume,
         )
-        if snap is not None:
+        if snap is not None and resume is None:
             self.state_machine.restore(snap.data)
             self.applied = self._snap_index = snap.meta.index
+        elif snap is not None:
+            self._snap_index = snap.meta.index
+            self.applied = resume  # type: ignore[assignment]
         else:
-            self.state_machine.restore(self._initial_state)
-            self.applied = self._snap_index = 0
+            if resume is None:
+                self.state_machine.restore(self._initial_state)
+            self._snap_index = 0
+            self.applied = resume or 0
         # the configuration at or below the applied index (the core's history item 0)
         self._applied_conf = self.node.conf_history[0][2]
         self._refresh_peers()
         self._wake.set()  # committed entries from the disk are replayed at once
+
+    def _resume_index(self, snap_index: int, last_index: int) -> int | None:
+        """The raft index the state machine says it applied and kept, if it says, within
+        what this log can vouch for (a log cut shorter, e.g. by a power loss in
+        interval mode, cannot confirm more)."""
+        persisted = getattr(self.state_machine, "applied_index", None)
+        if persisted is None:
+            return None
+        index = persisted()
+        if index is None or index < 0:
+            return None
+        return max(snap_index, min(index + 1, last_index))
 
     async def stop(self) -> None:
         self._running = False

@@ -135,6 +135,13 @@ class DLedgerMessageStore(MessageStore):
         # applies a broker-metadata entry (kind, payload) on every replica, in log order
         self.on_meta: Callable[[int, bytes], None] | None = None
         self._index_pending: list[tuple[str, int, int]] = []  # see applied_batch
+        # the DLedger index up to which everything applied is on disk (ConsumeQueues,
+        # index, and what `before_checkpoint` persists): a restart resumes after it
+        self._applied_path = os.path.join(config.store_path_root_dir, "dledger_applied")
+        self._applied_saved = -1
+        self.replayed = 0  # entries applied again whose units were there (for tests)
+        # persists the broker metadata the applied entries changed (offsets, delays)
+        self.before_checkpoint: Callable[[], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -146,6 +153,7 @@ class DLedgerMessageStore(MessageStore):
         disk.makedirs(self._cq_root)
         disk.makedirs(os.path.join(root, "index"))
         disk.sync_dir(root)
+        self._applied_saved = self._read_applied()
         self._load_consume_queues()
         for queues in self._cqs.values():
             for cq in queues.values():
@@ -194,8 +202,36 @@ class DLedgerMessageStore(MessageStore):
         self._close_files()
 
     async def checkpoint(self) -> None:
-        """The ConsumeQueues and the index: the log has its own durability."""
-        await self._sync_segments(self._take_dirty_logics())
+        """Fsyncs the ConsumeQueues and the index (the log has its own durability), then
+        records how far the applied entries are covered."""
+        member = self.member
+        # everything applied so far was dispatched synchronously: take its writes now
+        # (a stopped member still knows how far it applied: the broker stops it first)
+        applied = member.applied - 1 if member is not None else -1
+        segs = self._take_dirty_logics()
+        if self.before_checkpoint is not None:
+            self.before_checkpoint()
+        await self._sync_segments(segs)
+        if applied > self._applied_saved:
+            body = f"{applied}\n".encode()
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.disk.replace_file, self._applied_path, body
+            )
+            self._applied_saved = applied
+
+    def _read_applied(self) -> int:
+        raw = self.disk.read_file(self._applied_path)
+        try:
+            return int(raw.decode().strip()) if raw else -1
+        except (UnicodeDecodeError, ValueError):
+            log.warning(
+                "ignoring a corrupt %s: the log is replayed from its start", self._applied_path
+            )
+            return -1
+
+    def applied_index(self) -> int:
+        """For the member: resume applying after this DLedger index (-1: from the start)."""
+        return self._applied_saved
 
     # --- the master's side -------------------------------------------------------------------
     @property
@@ -392,6 +428,7 @@ class DLedgerMessageStore(MessageStore):
         if phy + size > view.wrote:  # type: ignore[attr-defined]
             view.wrote = view.flushed = phy + size  # type: ignore[attr-defined]
         if queue_offset < cq.max_offset:
+            self.replayed += 1
             return  # applied before a restart: the unit is there
         if queue_offset > cq.max_offset:
             log.warning(

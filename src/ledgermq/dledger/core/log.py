@@ -52,7 +52,9 @@ class RaftLog:
         )
         # invariant: applied <= commit <= last_index(); committed entries never change;
         # everything at or below a snapshot is committed
-        self.commit = max(commit, snap_index)
+        # what a state machine persisted as applied was committed (it applies nothing
+        # else): the commit index starts there at least
+        self.commit = max(commit, snap_index, applied or 0)
         self.applied = snap_index if applied is None else applied
         assert first - 1 <= self.applied <= self.commit, (
             f"applied {self.applied} outside [{first - 1}, {self.commit}]"
