@@ -187,3 +187,11 @@ def test_quickstart_dledger_runs_a_group_that_elects_a_master_and_takes_sends(pr
     assert group["group"] == "RaftNode00" and group["leaderId"] in {"n0", "n1", "n2"}
     ids = sorted(m["brokerId"] for m in group["members"])
     assert ids.count(0) == 1 and len(ids) == 3, group
+    # the benchmark says what an acknowledgement means there
+    bench = run_ledgermq(
+        "bench", "produce", "-n", addr, "-t", "QuickTopic", "--duration", "1",
+        "--inflight", "4", "--json",
+    )  # fmt: skip
+    assert bench.returncode == 0, bench
+    result = json.loads(bench.stdout)
+    assert result["flush_disk_type"] == "DLEDGER_QUORUM" and result["messages"] > 0, result

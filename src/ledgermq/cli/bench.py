@@ -74,7 +74,8 @@ class Progress:
 
 
 async def _flush_mode(namesrv: str, topic: str) -> str:
-    """flushDiskType of the masters serving `topic` ("A/B" if they differ)."""
+    """flushDiskType of the masters serving `topic` ("A/B" if they differ), or
+    DLEDGER_QUORUM for a DLedger group's master."""
     from ledgermq.client.admin import AdminClient
 
     admin = AdminClient(namesrv)
@@ -85,8 +86,12 @@ async def _flush_mode(namesrv: str, topic: str) -> str:
         for broker in route.broker_datas:
             addr = broker.master_addr()
             if addr:
-                text = (await admin.broker_config(addr)).get("flushDiskType")
-                modes.add(text or "unknown")
+                cfg = await admin.broker_config(addr)
+                if cfg.get("enableDLegerCommitLog", "false").lower() == "true":
+                    # acknowledged once a majority of the group holds it (fsynced there)
+                    modes.add("DLEDGER_QUORUM")
+                else:
+                    modes.add(cfg.get("flushDiskType") or "unknown")
         return "/".join(sorted(modes)) or "unknown"
     except Exception as exc:  # noqa: BLE001 - say why instead of guessing
         return f"unknown ({exc})"
