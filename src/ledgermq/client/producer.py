@@ -27,6 +27,7 @@ from ledgermq.common.message import (
 )
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode, ResponseCode
+from ledgermq.remoting.errors import RemotingException
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,28 @@ class Producer(InstanceClient):
         self._publish[topic] = (route, queues)
         return queues
 
+    def _quick_queue(self, topic: str) -> tuple[MessageQueue, Any, str] | None:
+        """The next queue, its master's open connection and address, when all are at
+        hand without waiting (else None: the general path fetches what is missing)."""
+        inst = self._instance
+        if inst is None:
+            return None
+        cached = self._publish.get(topic)
+        if cached is None or cached[0] is not inst.routes.get(topic):
+            return None
+        before = self._index.get(topic)
+        mq = self._pick(topic, cached[1], None)
+        addr = inst.find_broker_addr(mq.broker_name)
+        conn = inst.remoting.open_connection(addr) if addr else None
+        if conn is None:
+            # the loop connects and picks this queue again
+            if before is None:
+                del self._index[topic]
+            else:
+                self._index[topic] = before
+            return None
+        return mq, conn, addr  # type: ignore[return-value]
+
     def _pick(self, topic: str, queues: list[MessageQueue], avoid: str | None) -> MessageQueue:
         start = self._index.get(topic, -1) + 1
         n = len(queues)
@@ -336,7 +359,25 @@ class Producer(InstanceClient):
         attempts = 1 + max(0, self.retry_times)
         last_broker: str | None = None
         last_exc: Exception | None = None
-        for attempt in range(attempts):
+        first = 0
+        quick = self._quick_queue(msg.topic)
+        if quick is not None:
+            # the hot path: route and connection cached, one future and no coroutine
+            # layers; anything unusual falls through to the loop as its first failure
+            mq, conn, addr = quick
+            cmd = self._command(mq, body, sys_flag, msg.flag, props, batch=batch)
+            try:
+                resp = await conn.start_request(cmd, remaining())
+            except RemotingException as exc:
+                last_exc = MQClientError(f"request {cmd.code} to {addr} failed: {exc}")
+            else:
+                if resp.code in _STATUS_BY_CODE:
+                    return parse_send_response(resp, mq, uniq, addr)
+                if resp.code not in RETRY_CODES:
+                    raise MQBrokerError(resp.code, resp.remark, addr)
+                last_exc = MQBrokerError(resp.code, resp.remark, addr)
+            last_broker, first = mq.broker_name, 1
+        for attempt in range(first, attempts):
             queues = await self.publish_queues(
                 msg.topic, refresh=attempt > 0 and last_exc is not None
             )
