@@ -64,5 +64,8 @@ async def test_commit_only_appends_wait_for_the_next_append_and_merge_into_it(tm
     assert len(sent) == 2 and sent[1].entries and sent[1].commit == 5  # one message
     m._send_all([append("n2", 5, 2, [], commit=6)])
     assert len(sent) == 2
-    await asyncio.sleep(0.1)  # the hold time is up: it goes alone
+    # the hold time (50 ms) is up: it goes alone
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(sent) < 3 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
     assert [(x.dst, x.commit) for x in sent[2:]] == [("n2", 6)]

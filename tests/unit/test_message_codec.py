@@ -25,6 +25,7 @@ from ledgermq.common.message import (
     offset_msg_id,
     offset_msg_id_prefix,
     parse_offset_msg_id,
+    record_physical_offset,
     stamp_record,
 )
 
@@ -138,6 +139,15 @@ def test_a_dispatch_decode_skips_only_the_host_addresses():
     for name in ("topic", "queue_id", "queue_offset", "commit_log_offset", "properties",
                  "store_timestamp", "sys_flag", "flag", "reconsume_times"):  # fmt: skip
         assert getattr(light, name) == getattr(full, name), name
+
+
+def test_physical_offset_is_read_without_decoding_and_short_input_is_an_error():
+    m = sample()
+    raw = encode_record(m)
+    assert record_physical_offset(raw) == m.commit_log_offset
+    assert record_physical_offset(b"xx" + raw, 2) == m.commit_log_offset
+    with pytest.raises(MessageDecodeError, match="physical offset"):
+        record_physical_offset(raw[:30])
 
 
 def test_stamp_record_and_concatenated_records():

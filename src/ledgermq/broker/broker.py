@@ -95,6 +95,7 @@ class Broker:
         self.metadata_log: ReplicatedMetadata | None = None
         self.broker_id = config.broker_id
         self._schedule_running = False  # delayed messages are delivered by masters only
+        self._schedule_stopping: asyncio.Task[None] | None = None
         store_cls = MessageStore
         if config.enable_d_leger_commit_log:
             store_cls = DLedgerMessageStore
@@ -419,7 +420,10 @@ class Broker:
                 self._register_wanted.set()
         if self._schedule_running:
             self._schedule_running = False
-            asyncio.get_running_loop().create_task(self.schedule.stop())
+            # kept: a task nobody references may be collected before it finishes
+            self._schedule_stopping = asyncio.get_running_loop().create_task(
+                self.schedule.stop(), name="broker-schedule-stop"
+            )
 
     # --- periodic work --------------------------------------------------------------------
     async def _periodic(self, fn: Callable[[], object], interval_s: float) -> None:

@@ -308,6 +308,7 @@ def pack_host(ip: str, v6: bool) -> bytes:
     """A host's address bytes as the record stores them (4, or 16 when v6)."""
     return _pack_ip_v6(ip) if v6 else _pack_ip_v4(ip)
 
+
 OFF_TOTALSIZE = 0
 OFF_MAGIC = 4
 OFF_BODYCRC = 8
@@ -457,6 +458,13 @@ def peek_size_magic(buf: bytes | memoryview, pos: int = 0) -> tuple[int, int]:
     if pos < 0 or len(buf) - pos < 8:
         raise MessageDecodeError("need 8 bytes for size and magic")
     return _SIZE_MAGIC.unpack_from(buf, pos)
+
+
+def record_physical_offset(buf: bytes | memoryview, pos: int = 0) -> int:
+    """PHYSICALOFFSET of the record at `pos` without decoding the rest."""
+    if len(buf) - pos < OFF_PHYSICALOFFSET + 8:
+        raise MessageDecodeError("record too short for its physical offset")
+    return _I64.unpack_from(buf, pos + OFF_PHYSICALOFFSET)[0]
 
 
 def record_store_timestamp(buf: bytes | memoryview, pos: int = 0) -> int:

@@ -229,21 +229,28 @@ class DLedgerClient:
             return
         self._batch, self._batch_futures, self._batch_bytes = [], [], 0
         payload = encode_append_request(bodies)
+        reply = self._start_append_to_leader(payload)
+        if reply is None:
+            self._batch_retry(payload, futures)
+        else:
+            reply.add_done_callback(lambda r: self._batch_answered(r, payload, futures))
+
+    def _start_append_to_leader(self, payload: bytes) -> asyncio.Future[RemotingCommand] | None:
+        """The hot path: an APPEND straight to the known leader on its open connection,
+        its reply's future; None when that cannot be done now (call() then finds the
+        leader, connects and retries)."""
         leader = self.leader_id
         conn = self._remoting.open_connection(self.peers.get(leader, "")) if leader else None
-        if conn is not None:
-            fields = self._leader_fields
-            if fields.get("remoteId") != leader:
-                fields = self._leader_fields = SharedFields(group=self.group, remoteId=leader)
-            cmd = RemotingCommand(code=RequestCode.APPEND, ext_fields=fields, body=payload)
-            try:
-                reply = conn.start_request(cmd, self.request_timeout)
-            except RemotingException:
-                pass
-            else:
-                reply.add_done_callback(lambda r: self._batch_answered(r, payload, futures))
-                return
-        self._batch_retry(payload, futures)
+        if conn is None:
+            return None
+        fields = self._leader_fields
+        if fields.get("remoteId") != leader:
+            fields = self._leader_fields = SharedFields(group=self.group, remoteId=leader)
+        cmd = RemotingCommand(code=RequestCode.APPEND, ext_fields=fields, body=payload)
+        try:
+            return conn.start_request(cmd, self.request_timeout)
+        except RemotingException:
+            return None
 
     def _batch_answered(
         self, reply: asyncio.Future[RemotingCommand], payload: bytes, futures: list
@@ -281,18 +288,12 @@ class DLedgerClient:
         _resolve_all(futures, indexes)
 
     async def _append_to_leader(self, payload: bytes) -> RemotingCommand | None:
-        """The hot path: straight to the known leader on its open connection. None when
-        that does not work out; call() then takes over (finding the leader, retrying)."""
-        leader = self.leader_id
-        conn = self._remoting.open_connection(self.peers.get(leader, "")) if leader else None
-        if conn is None:
+        """`_start_append_to_leader`, awaited: its SUCCESS reply or None."""
+        pending = self._start_append_to_leader(payload)
+        if pending is None:
             return None
-        fields = self._leader_fields
-        if fields.get("remoteId") != leader:
-            fields = self._leader_fields = SharedFields(group=self.group, remoteId=leader)
-        cmd = RemotingCommand(code=RequestCode.APPEND, ext_fields=fields, body=payload)
         try:
-            reply = await conn.start_request(cmd, self.request_timeout)
+            reply = await pending
         except RemotingException:
             return None
         # anything but SUCCESS was not appended (NOT_LEADER, ...): call() sorts it out

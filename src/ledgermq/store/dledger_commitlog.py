@@ -33,11 +33,12 @@ from ledgermq.common.message import (
     MessageDecodeError,
     MessageExt,
     decode_record,
+    record_physical_offset,
 )
 from ledgermq.dledger.member import Member, MemberError
 from ledgermq.dledger.protocol import Code
 from ledgermq.dledger.store.entry_codec import HEADER_SIZE
-from ledgermq.storage.disk import Disk, DiskError
+from ledgermq.storage.disk import Disk
 from ledgermq.store.consume_queue import ConsumeQueue
 from ledgermq.store.message_store import (
     BatchToStore,
@@ -54,8 +55,6 @@ from ledgermq.store.message_store import (
 log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct(">iI")  # TOTALSIZE, MAGICCODE (unsigned, as MAGIC_V1/V2)
-_PHYSICAL_OFFSET = struct.Struct(">q")
-_OFF_PHYSICAL_OFFSET = 28
 _NO_END = 1 << 62
 
 # A broker-metadata entry in the log (not a message): TOTALSIZE, this magic, a kind byte,
@@ -182,24 +181,6 @@ class DLedgerMessageStore(MessageStore):
             for cq in queues.values():
                 cq.recover(end)
                 self._dirty_cqs.add(cq)
-
-    async def close(self) -> None:
-        if not self._running:
-            return
-        await self._stop_tasks()
-        try:
-            await self.checkpoint()
-        except DiskError as e:
-            log.error("store closed without flushing its ConsumeQueues: %s", e)
-        finally:
-            self._fail_waiters(DiskError("store closed"))
-            self._close_files()
-
-    async def crash_stop(self) -> None:
-        if not self._running:
-            return
-        await self._stop_tasks()
-        self._close_files()
 
     async def checkpoint(self) -> None:
         """Fsyncs the ConsumeQueues and the index (the log has its own durability), then
@@ -372,9 +353,11 @@ class DLedgerMessageStore(MessageStore):
             return None
         if magic not in (MAGIC_V1, MAGIC_V2) or size != len(data):
             return None  # not a message record
-        if len(data) < _OFF_PHYSICAL_OFFSET + 8:
+        try:
+            phy = record_physical_offset(data)
+        except MessageDecodeError as e:
+            log.error("entry %d is not a readable record, not dispatched: %s", index, e)
             return None
-        (phy,) = _PHYSICAL_OFFSET.unpack_from(data, _OFF_PHYSICAL_OFFSET)
         known = self._proposed.pop(phy, None)
         if known is not None and (known.record is data or known.record == data):
             # (a deposed leader's proposal at this offset may have been replaced by the

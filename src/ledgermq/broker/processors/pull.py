@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import functools
 import os
-import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ledgermq.broker import topics as t
 from ledgermq.broker.subscription import SubscriptionData, build_subscription
-from ledgermq.common.message import PROPERTY_TAGS, decode_record
+from ledgermq.common.message import (
+    PROPERTY_TAGS,
+    MessageDecodeError,
+    decode_record,
+    record_physical_offset,
+)
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import ResponseCode
 from ledgermq.remoting.connection import HandlerResult, RemotingConnection
@@ -85,9 +89,10 @@ class PullProcessor:
     def _far_behind(self, record: bytes) -> bool:
         """RocketMQ's isSuggestPullingFromSlave: the commit log holds more after this
         record than accessMessageInMemoryMaxRatio percent of the machine's memory."""
-        if len(record) < 36:
+        try:
+            phy = record_physical_offset(record)
+        except MessageDecodeError:
             return False
-        (phy,) = _PHYSICAL_OFFSET.unpack_from(record, 28)
         behind = self._b.store.commit_log_max_offset() - phy
         return behind > _physical_memory() * self._b.config.access_message_in_memory_max_ratio / 100
 
@@ -249,9 +254,6 @@ class PullProcessor:
             assert not hasattr(result, "__await__")
             if not arrived or result is None or result.code != _NOT_FOUND:
                 return result  # type: ignore[return-value]
-
-
-_PHYSICAL_OFFSET = struct.Struct(">q")
 
 
 @functools.cache

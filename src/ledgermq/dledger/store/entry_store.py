@@ -675,20 +675,10 @@ class EntryStore:
             base, off = self._index_loc(first_index)
             self._write_index(base, off, indexes, created, touched)
         except DiskError as err:
-            self._rollback(pos, first_index, created)
-            if isinstance(err, DiskFullError):
-                raise StoreFullError(
-                    f"disk full appending entries {first_index}..{last_index}: "
-                    f"{err}; the log still ends at {self._last_index}"
-                ) from err
-            raise StoreError(f"append failed: {err}") from err
-        for seg in touched:
-            self._dirty[seg.path] = seg
-        self._last_index = last_index
-        self._last_term = term
-        self._last_chain = last_chain
-        self._write_pos = end
-        self._last_pos = end - len(data[-1]) - HEADER_SIZE
+            raise self._append_failed(err, pos, first_index, last_index, created) from err
+        self._appended(
+            touched, last_index, term, last_chain, end - len(data[-1]) - HEADER_SIZE, end
+        )
 
     def append_entry(self, entry: Entry) -> Entry:
         """Follower append of the leader's entry; see `append_entries`."""
@@ -765,21 +755,37 @@ class EntryStore:
                 ichunk.append(encode_index(e))
             self._write_index(ibase, ioff, ichunk, created, touched)
         except DiskError as err:
-            self._rollback(old_pos, entries[0].index, created)
-            if isinstance(err, DiskFullError):
-                raise StoreFullError(
-                    f"disk full appending entries {entries[0].index}..{entries[-1].index}: "
-                    f"{err}; the log still ends at {self._last_index}"
-                ) from err
-            raise StoreError(f"append failed: {err}") from err
+            raise self._append_failed(
+                err, old_pos, entries[0].index, entries[-1].index, created
+            ) from err
+        last = entries[-1]
+        self._appended(
+            touched, last.index, last.term, last.chain_crc, last.pos, last.pos + last.size
+        )
+
+    def _append_failed(
+        self, err: DiskError, old_pos: int, first: int, last: int, created: list[Segment]
+    ) -> StoreError:
+        """Undoes a failed append and says why (the caller raises it)."""
+        self._rollback(old_pos, first, created)
+        if isinstance(err, DiskFullError):
+            return StoreFullError(
+                f"disk full appending entries {first}..{last}: "
+                f"{err}; the log still ends at {self._last_index}"
+            )
+        return StoreError(f"append failed: {err}")
+
+    def _appended(
+        self, touched: list[Segment], index: int, term: int, chain: int, pos: int, end: int
+    ) -> None:
+        """The log now ends with the entry at `pos` (index, term, chainCrc) before `end`."""
         for seg in touched:
             self._dirty[seg.path] = seg
-        last = entries[-1]
-        self._last_index = last.index
-        self._last_term = last.term
-        self._last_chain = last.chain_crc
-        self._write_pos = last.pos + last.size
-        self._last_pos = last.pos
+        self._last_index = index
+        self._last_term = term
+        self._last_chain = chain
+        self._write_pos = end
+        self._last_pos = pos
 
     def _flush_chunk(
         self, at: int, chunk: list[bytes], created: list[Segment], touched: list[Segment]
