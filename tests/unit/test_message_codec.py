@@ -15,6 +15,7 @@ from ledgermq.common.message import (
     MessageExt,
     UniqueIdGenerator,
     decode_batch,
+    decode_for_dispatch,
     decode_properties,
     decode_record,
     decode_records,
@@ -139,6 +140,48 @@ def test_a_dispatch_decode_skips_only_the_host_addresses():
     for name in ("topic", "queue_id", "queue_offset", "commit_log_offset", "properties",
                  "store_timestamp", "sys_flag", "flag", "reconsume_times"):  # fmt: skip
         assert getattr(light, name) == getattr(full, name), name
+
+
+_DISPATCH_FIELDS = ("topic", "queue_id", "queue_offset", "commit_log_offset", "properties",
+                    "store_timestamp", "sys_flag", "store_size")  # fmt: skip
+
+
+@settings(max_examples=200)
+@given(
+    topic=st.text(min_size=1, max_size=300),
+    body=st.binary(max_size=64),
+    born=st.sampled_from(["10.0.0.9", "2001:db8::5"]),
+    store=st.sampled_from(["10.1.2.3", "fe80::1"]),
+    props=st.dictionaries(
+        st.text(alphabet="ABCKEYS_", min_size=1, max_size=8),
+        st.text("xyz 0", max_size=8),
+        max_size=4,
+    ),
+)
+def test_the_dispatch_decoder_reads_what_dispatch_needs(topic, body, born, store, props):
+    # V1 and V2 (topics over 127 bytes), every host family, with and without properties
+    m = sample(topic=topic, body=body, properties=props, born_host=(born, 1),
+               store_host=(store, 2))  # fmt: skip
+    raw = encode_record(m)
+    full = decode_record(raw)[0]
+    light = decode_for_dispatch(raw)
+    for name in _DISPATCH_FIELDS:
+        assert getattr(light, name) == getattr(full, name), name
+    assert light.body == b""
+
+
+@settings(max_examples=500)
+@given(st.integers(0, 10_000), st.integers(0, 255), st.integers(0, 400))
+def test_the_dispatch_decoder_refuses_damage_with_a_decode_error(where, value, cut):
+    raw = bytearray(encode_record(sample(born_host=("::1", 3), topic="T" * 130)))
+    raw[where % len(raw)] = value
+    for data in (bytes(raw), bytes(raw[: len(raw) - 1 - cut % len(raw)])):
+        try:
+            got = decode_for_dispatch(data)
+        except MessageDecodeError:
+            continue
+        # whatever decodes must still be self-consistent with its own size
+        assert got.store_size == len(data)
 
 
 def test_physical_offset_is_read_without_decoding_and_short_input_is_an_error():

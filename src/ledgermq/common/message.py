@@ -578,6 +578,59 @@ def _decode_record(
     return msg, end
 
 
+_DISPATCH_FIXED = struct.Struct(">iIiiiqqi")  # TOTALSIZE .. SYSFLAG
+_U16 = struct.Struct(">H")
+
+
+def decode_for_dispatch(record: bytes) -> MessageExt:
+    """What dispatching one whole record to its ConsumeQueue and the index needs: topic,
+    queue id and offset, physical offset, sys flag, store time, properties and size. The
+    body, hosts and the other fields stay at their defaults. A DLedger follower runs
+    this once per replicated message; it costs about a third of `decode_record`."""
+    try:
+        total, magic, _crc, queue_id, _flag, queue_offset, phy, sys_flag = (
+            _DISPATCH_FIXED.unpack_from(record, 0)
+        )
+        if magic != MAGIC_V1 and magic != MAGIC_V2:
+            raise MessageDecodeError(f"bad magic {magic:#010x}")
+        if total != len(record):
+            raise MessageDecodeError(f"TOTALSIZE {total} is not the record's {len(record)} bytes")
+        hosts = (sys_flag >> 4) & 3
+        p = _HEADS[hosts].size
+        store_ts = _I64.unpack_from(record, 68 if hosts & 1 else 56)[0]
+        body_len = _I32.unpack_from(record, p - 4)[0]
+        if body_len < 0:
+            raise MessageDecodeError(f"bad body length {body_len}")
+        p += body_len
+        if magic == MAGIC_V2:
+            tlen = _U16.unpack_from(record, p)[0]
+            p += 2
+        else:
+            tlen = record[p]
+            p += 1
+        topic = record[p : p + tlen].decode()
+        p += tlen
+        plen = _I16.unpack_from(record, p)[0]
+        p += 2
+        if plen < 0 or p + plen != total or len(topic) > tlen:
+            raise MessageDecodeError(f"topic/properties lengths do not match TOTALSIZE {total}")
+        props = decode_properties(record[p:total].decode()) if plen else {}
+    except MessageDecodeError:
+        raise
+    except (struct.error, IndexError, UnicodeDecodeError) as e:
+        raise MessageDecodeError(f"malformed record: {e}") from e
+    return MessageExt(
+        topic=topic,
+        properties=props,
+        queue_id=queue_id,
+        queue_offset=queue_offset,
+        commit_log_offset=phy,
+        sys_flag=sys_flag,
+        store_timestamp=store_ts,
+        store_size=total,
+    )
+
+
 def decode_records(
     body: bytes | bytearray | memoryview, *, verify_crc: bool = False
 ) -> list[MessageExt]:

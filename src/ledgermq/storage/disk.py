@@ -82,6 +82,17 @@ class Segment(ABC):
     def read_struct(self, pos: int, layout: struct.Struct) -> tuple[Any, ...]:
         return layout.unpack(self.read(pos, layout.size))
 
+    def swap_values(
+        self, layout: struct.Struct, positions: list[int], values: list[int]
+    ) -> list[int]:
+        """In order, for each position: the one-field `layout` value there, then `values[i]`
+        written in its place (so a position listed twice reads the earlier write)."""
+        out = []
+        for pos, value in zip(positions, values, strict=True):
+            out.append(self.read_struct(pos, layout)[0])
+            self.write_struct(pos, layout, value)
+        return out
+
     @abstractmethod
     def buffer(self) -> mmap.mmap | bytes:
         """A read-only buffer over the whole file, for scans; do not keep memoryviews."""
@@ -226,6 +237,24 @@ class OsSegment(Segment):
         if pos < 0 or pos + layout.size > self.size:
             raise DiskError(f"bad read [{pos}, +{layout.size}) in {self.path}", path=self.path)
         return layout.unpack_from(self._mm if self._mm is not None else self._map(), pos)
+
+    def swap_values(
+        self, layout: struct.Struct, positions: list[int], values: list[int]
+    ) -> list[int]:
+        # index slots: one loop over the mapped page instead of two calls per slot
+        if not positions:
+            return []
+        size = layout.size
+        if min(positions) < 0 or max(positions) + size > self.reserved:
+            return super().swap_values(layout, positions, values)
+        mm = self._mm if self._mm is not None else self._map()
+        unpack_from = layout.unpack_from
+        pack_into = layout.pack_into
+        out = []
+        for pos, value in zip(positions, values, strict=True):
+            out.append(unpack_from(mm, pos)[0])
+            pack_into(mm, pos, value)
+        return out
 
     def buffer(self) -> mmap.mmap:
         return self._map()

@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from zlib import crc32
 
 from ledgermq.storage.disk import Disk, DiskError, Segment
 from ledgermq.store.commitlog import parse_segment_names, segment_name
@@ -40,7 +40,7 @@ def key_hash(key: str) -> int:
     loop per character: every message indexes at least its 32-character UNIQ_KEY). The
     file layout is unchanged and nothing outside this store reads the index.
     """
-    return zlib.crc32(key.encode()) & _INT_MAX
+    return crc32(key.encode()) & _INT_MAX
 
 
 def build_key(topic: str, key: str) -> str:
@@ -78,36 +78,47 @@ class IndexFile:
     def put_many(self, entries: list[tuple[str, int, int]], start: int = 0) -> int:
         """Indexes `entries[start:]` (key, phy offset, store time) until the file is full;
         returns how many it took. The entries go out in one write (they are contiguous),
-        the slots one by one: a page fault per fresh entry page costs more than a
-        system call (see OsSegment.write)."""
+        the slots in one pass over the mapped slot table: a page fault per fresh entry
+        page costs more than a system call (see OsSegment.write)."""
         h = self.header
         room = self.index_num - h.index_count
         if room <= 0:
             return 0
         todo = entries[start : start + room]
-        seg = self.segment
-        first = idx = h.index_count
-        buf = bytearray(len(todo) * ENTRY_SIZE)
-        slots_at = HEADER_SIZE
+        if not todo:
+            return 0
+        first = h.index_count
+        end = first + len(todo)
         slot_num = self.slot_num
-        for n, (key, phy_offset, store_timestamp) in enumerate(todo):
-            kh = key_hash(key)
-            slot_pos = slots_at + (kh % slot_num) * SLOT_SIZE
-            prev = seg.read_struct(slot_pos, SLOT)[0]
-            if prev <= 0 or prev >= idx:
+        hashes = [crc32(key.encode()) & _INT_MAX for key, _, _ in todo]
+        slots = [HEADER_SIZE + (kh % slot_num) * SLOT_SIZE for kh in hashes]
+        prevs = self.segment.swap_values(SLOT, slots, list(range(first, end)))
+        if first == 1 and h.begin_timestamp == 0:
+            h.begin_timestamp = todo[0][2]
+            h.begin_phy_offset = todo[0][1]
+        begin = h.begin_timestamp
+        buf = bytearray(len(todo) * ENTRY_SIZE)
+        pack_into = ENTRY.pack_into
+        at = 0
+        new_slots = 0
+        idx = first
+        for (_, phy_offset, store_timestamp), kh, prev in zip(todo, hashes, prevs, strict=True):
+            if prev <= 0 or prev >= idx:  # an empty slot, or garbage from a torn file
                 prev = 0
-                h.hash_slot_count += 1
-            if idx == 1 and h.begin_timestamp == 0:
-                h.begin_timestamp = store_timestamp
-                h.begin_phy_offset = phy_offset
-            diff = max(0, min(_INT_MAX, (store_timestamp - h.begin_timestamp) // 1000))
-            ENTRY.pack_into(buf, n * ENTRY_SIZE, kh, phy_offset, diff, prev)
-            seg.write_struct(slot_pos, SLOT, idx)
+                new_slots += 1
+            diff = (store_timestamp - begin) // 1000
+            if diff < 0:
+                diff = 0
+            elif diff > _INT_MAX:
+                diff = _INT_MAX
+            pack_into(buf, at, kh, phy_offset, diff, prev)
+            at += ENTRY_SIZE
             idx += 1
-            h.end_timestamp = store_timestamp
-            h.end_phy_offset = phy_offset
-        seg.write(self._entries_at + first * ENTRY_SIZE, buf)
-        h.index_count = idx
+        self.segment.write(self._entries_at + first * ENTRY_SIZE, buf)
+        h.hash_slot_count += new_slots
+        h.index_count = end
+        h.end_phy_offset = todo[-1][1]
+        h.end_timestamp = todo[-1][2]
         return len(todo)
 
     def select(self, key: str, max_num: int, begin_ts: int, end_ts: int) -> list[int]:

@@ -979,9 +979,12 @@ class MessageStore:
                 break
             await self.flush()
 
+    def _checkpoint_interval_ms(self) -> int:
+        return self.config.flush_interval_consume_queue_ms
+
     async def _checkpoint_loop(self) -> None:
         assert self._stop_event is not None
-        interval = self.config.flush_interval_consume_queue_ms / 1000
+        interval = self._checkpoint_interval_ms() / 1000
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_event.wait(), interval)
