@@ -91,6 +91,38 @@ def test_v2_header_uses_one_letter_keys():
     assert decoded["WAIT"] == "true"
 
 
+_any_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@given(
+    group=_any_text,
+    topic=_any_text,
+    broker=_any_text,
+    props=st.dictionaries(
+        _any_text.filter(lambda k: k and "\x01" not in k and "\x02" not in k),
+        _any_text.filter(lambda v: "\x02" not in v),
+        max_size=4,
+    ),
+    numbers=st.tuples(*[st.integers(-(1 << 40), 1 << 40)] * 6),
+    batch=st.booleans(),
+    max_reconsume=st.none() | st.integers(-5, 99),
+)
+def test_the_send_header_json_is_what_the_encoder_writes(
+    group, topic, broker, props, numbers, batch, max_reconsume
+):
+    # the header renders its own JSON (quotes, backslashes, control and non-ASCII
+    # characters included): it must be byte-for-byte the general encoder's output
+    queue_id, sys_flag, born, flag, queue_nums, reconsume = numbers
+    h = build_send_header(
+        group=group, mq=MessageQueue(topic, broker, queue_id), sys_flag=sys_flag,
+        born_timestamp=born, flag=flag, properties=props, batch=batch,
+        reconsume_times=reconsume, max_reconsume_times=max_reconsume,
+        default_topic_queue_nums=queue_nums,
+    )  # fmt: skip
+    assert h._json == json.dumps(dict(h), separators=(",", ":"), ensure_ascii=False)
+    assert json.loads(h._json) == dict(h)
+
+
 def test_batch_header_sets_m_true():
     h = build_send_header(
         group="g",

@@ -25,7 +25,7 @@ from ledgermq.common.message import (
     encode_properties,
     java_string_hash,
 )
-from ledgermq.remoting.codec import RemotingCommand
+from ledgermq.remoting.codec import RemotingCommand, SharedFields, json_string
 from ledgermq.remoting.codes import RequestCode, ResponseCode
 from ledgermq.remoting.errors import RemotingException
 
@@ -95,26 +95,53 @@ def build_send_header(
     max_reconsume_times: int | None = None,
     default_topic: str = TBW102,
     default_topic_queue_nums: int = DEFAULT_TOPIC_QUEUE_NUMS,
-) -> dict[str, str]:
-    """SEND_MESSAGE_V2 header: SendMessageRequestHeader under one-letter keys."""
+) -> SharedFields:
+    """SEND_MESSAGE_V2 header: SendMessageRequestHeader under one-letter keys (read-only).
+
+    Every send makes one, so its JSON is rendered here from the fixed layout instead of
+    by the general encoder (about 1 us less per send)."""
+    props = encode_properties(properties)
+    queue_nums = int(default_topic_queue_nums)
+    queue_id = int(mq.queue_id)
+    sys_flag = int(sys_flag)
+    born_timestamp = int(born_timestamp)
+    flag = int(flag)
+    reconsume_times = int(reconsume_times)
+    batch_text = "true" if batch else "false"
     header = {
         "a": group,
         "b": mq.topic,
         "c": default_topic,
-        "d": str(default_topic_queue_nums),
-        "e": str(mq.queue_id),
+        "d": str(queue_nums),
+        "e": str(queue_id),
         "f": str(sys_flag),
         "g": str(born_timestamp),
         "h": str(flag),
-        "i": encode_properties(properties),
+        "i": props,
         "j": str(reconsume_times),
         "k": "false",
-        "m": "true" if batch else "false",
+        "m": batch_text,
         "n": mq.broker_name,
     }
+    text = (
+        f'{{"a":{json_string(group)},"b":{json_string(mq.topic)},'
+        f'"c":{json_string(default_topic)},"d":"{queue_nums}","e":"{queue_id}",'
+        f'"f":"{sys_flag}","g":"{born_timestamp}","h":"{flag}","i":{json_string(props)},'
+        f'"j":"{reconsume_times}","k":"false","m":"{batch_text}",'
+        f'"n":{json_string(mq.broker_name)}'
+    )
     if max_reconsume_times is not None:
-        header["l"] = str(max_reconsume_times)
-    return header
+        header["l"] = str(int(max_reconsume_times))
+        text += f',"l":"{header["l"]}"'
+    return SharedFields.prerendered(header, text + "}")
+
+
+def _retryable(resp: RemotingCommand, addr: str) -> MQBrokerError:
+    """A send's error reply: raised unless another broker may take the message."""
+    error = MQBrokerError(resp.code, resp.remark, addr)
+    if resp.code not in RETRY_CODES:
+        raise error
+    return error
 
 
 def parse_send_response(
@@ -124,16 +151,20 @@ def parse_send_response(
     if status is None:
         raise MQBrokerError(resp.code, resp.remark, addr)
     ext = resp.ext_fields
-    queue_id = int(ext.get("queueId", mq.queue_id))
+    get = ext.get
+    queue_id = get("queueId")
+    if queue_id is not None and int(queue_id) != mq.queue_id:
+        mq = MessageQueue(mq.topic, mq.broker_name, int(queue_id))
     return SendResult(
-        status=status,
-        msg_id=uniq_id,
-        offset_msg_id=ext.get("msgId", ""),
-        message_queue=MessageQueue(mq.topic, mq.broker_name, queue_id),
-        queue_offset=int(ext.get("queueOffset", "-1")),
-        transaction_id=ext.get("transactionId"),
-        region_id=ext.get("MSG_REGION"),
-        extra=dict(ext),
+        status,
+        uniq_id,
+        get("msgId", ""),
+        mq,
+        int(get("queueOffset", "-1")),
+        get("transactionId"),
+        get("MSG_REGION"),
+        # a reply's fields are its own (decoded for it), unless shared and read-only
+        ext if type(ext) is dict else dict(ext),
     )
 
 
@@ -323,6 +354,26 @@ class Producer(InstanceClient):
         moving to another queue would break the order.
         """
         body, sys_flag, props, uniq = self._prepare(msg)
+        if queue is None and selector is None:
+            quick = self._quick_queue(msg.topic)
+            if quick is not None:
+                # the hot path in this one coroutine (see _send_prepared for the rest)
+                wait = timeout or self.send_timeout
+                deadline = asyncio.get_running_loop().time() + wait
+                mq, conn, addr = quick
+                cmd = self._command(mq, body, sys_flag, msg.flag, props)
+                try:
+                    resp = await conn.start_request(cmd, wait)
+                except RemotingException as exc:
+                    failed: Exception = MQClientError(f"request {cmd.code} to {addr} failed: {exc}")
+                else:
+                    if resp.code in _STATUS_BY_CODE:
+                        return parse_send_response(resp, mq, uniq, addr)
+                    failed = _retryable(resp, addr)
+                return await self._send_prepared(
+                    msg, body, sys_flag, props, uniq, None, None, None, timeout,
+                    deadline=deadline, failed=(mq.broker_name, failed),
+                )  # fmt: skip
         return await self._send_prepared(
             msg, body, sys_flag, props, uniq, queue, selector, arg, timeout
         )
@@ -340,8 +391,12 @@ class Producer(InstanceClient):
         timeout: float | None,
         *,
         batch: bool = False,
+        deadline: float | None = None,
+        failed: tuple[str, Exception] | None = None,
     ) -> SendResult:
-        deadline = asyncio.get_running_loop().time() + (timeout or self.send_timeout)
+        """`failed`: the hot path's first attempt went to that broker and failed so."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + (timeout or self.send_timeout)
 
         def remaining() -> float:
             left = deadline - asyncio.get_running_loop().time()
@@ -360,7 +415,7 @@ class Producer(InstanceClient):
         last_broker: str | None = None
         last_exc: Exception | None = None
         first = 0
-        quick = self._quick_queue(msg.topic)
+        quick = self._quick_queue(msg.topic) if failed is None else None
         if quick is not None:
             # the hot path: route and connection cached, one future and no coroutine
             # layers; anything unusual falls through to the loop as its first failure
@@ -373,10 +428,10 @@ class Producer(InstanceClient):
             else:
                 if resp.code in _STATUS_BY_CODE:
                     return parse_send_response(resp, mq, uniq, addr)
-                if resp.code not in RETRY_CODES:
-                    raise MQBrokerError(resp.code, resp.remark, addr)
-                last_exc = MQBrokerError(resp.code, resp.remark, addr)
+                last_exc = _retryable(resp, addr)
             last_broker, first = mq.broker_name, 1
+        elif failed is not None:
+            (last_broker, last_exc), first = failed, 1
         for attempt in range(first, attempts):
             queues = await self.publish_queues(
                 msg.topic, refresh=attempt > 0 and last_exc is not None

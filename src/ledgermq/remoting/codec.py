@@ -147,6 +147,8 @@ def _make_json_codec() -> tuple[Callable[[object], str], Callable[[str], object]
 
 
 _dump_json, _load_json = _make_json_codec()
+# a JSON string literal exactly as _dump_json writes one (for prerendered fields)
+json_string = json.encoder.encode_basestring
 
 
 class SharedFields(dict):
@@ -158,6 +160,15 @@ class SharedFields(dict):
     def __init__(self, *args: object, **kwargs: str) -> None:
         super().__init__(*args, **kwargs)
         self._json = _dump_json(dict(self))
+
+    @classmethod
+    def prerendered(cls, fields: dict[str, str], json_text: str) -> SharedFields:
+        """`fields` with JSON the caller rendered from a fixed layout (a hot path's
+        request or reply); it must be what the encoder would write for `fields`."""
+        obj = cls.__new__(cls)
+        dict.update(obj, fields)
+        obj._json = json_text
+        return obj
 
     def _read_only(self, *args: object, **kwargs: object) -> None:
         raise TypeError("SharedFields are read-only: copy them into a dict to change them")
@@ -324,21 +335,25 @@ def _decode_binary_header(raw: bytes, body: bytes) -> RemotingCommand | Malforme
 
 def decode_frame(frame: bytes) -> RemotingCommand | MalformedCommand:
     """Decode one frame *without* its leading length field."""
-    if len(frame) < 4:
+    return _decode_frame_at(frame, 0, len(frame))
+
+
+def _decode_frame_at(data: bytes, start: int, end: int) -> RemotingCommand | MalformedCommand:
+    # the frame is data[start:end]; only its header and body are copied out
+    if end - start < 4:
         return MalformedCommand("frame shorter than its header-length field", SerializeType.JSON)
-    (mark,) = _INT32.unpack_from(frame, 0)
+    (mark,) = _INT32.unpack_from(data, start)
     serialize_type = (mark >> 24) & 0xFF
     header_len = mark & 0xFFFFFF
-    if 4 + header_len > len(frame):
+    body_at = start + 4 + header_len
+    if body_at > end:
         return MalformedCommand(
-            f"header length {header_len} exceeds frame length {len(frame)}", serialize_type
+            f"header length {header_len} exceeds frame length {end - start}", serialize_type
         )
-    raw_header = frame[4 : 4 + header_len]
-    body = frame[4 + header_len :]
     if serialize_type == SerializeType.JSON:
-        return _decode_json_header(raw_header, body)
+        return _decode_json_header(data[start + 4 : body_at], data[body_at:end])
     if serialize_type == SerializeType.ROCKETMQ:
-        return _decode_binary_header(raw_header, body)
+        return _decode_binary_header(data[start + 4 : body_at], data[body_at:end])
     return MalformedCommand(f"unknown serialize type {serialize_type}", serialize_type)
 
 
@@ -357,23 +372,32 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[RemotingCommand | MalformedCommand]:
         buffer = self._buffer
-        buffer += data
+        if type(data) is not bytes:
+            data = bytes(data)  # bodies are sliced from it and must be immutable
+        if buffer:
+            # the rest of a frame cut by the last read: parse from one joined copy
+            buffer += data
+            data = bytes(buffer)
+            buffer.clear()
         events: list[RemotingCommand | MalformedCommand] = []
         pos = 0
-        available = len(buffer)
+        available = len(data)
+        unpack_from = _INT32.unpack_from
+        max_frame_size = self.max_frame_size
         while available - pos >= 4:
-            (length,) = _INT32.unpack_from(buffer, pos)
+            (length,) = unpack_from(data, pos)
             if length < 4:
                 raise ProtocolError(f"frame length {length} is smaller than its header field")
-            if length > self.max_frame_size:
+            if length > max_frame_size:
                 raise FrameTooLarge(
-                    f"frame of {length} bytes exceeds the maximum of {self.max_frame_size}"
+                    f"frame of {length} bytes exceeds the maximum of {max_frame_size}"
                 )
-            if available - pos - 4 < length:
-                break
             start = pos + 4
-            events.append(decode_frame(bytes(buffer[start : start + length])))
+            if available - start < length:
+                break
+            # straight from the received bytes: no copy of the whole frame first
+            events.append(_decode_frame_at(data, start, start + length))
             pos = start + length
-        if pos:
-            del buffer[:pos]
+        if pos < available:
+            buffer += memoryview(data)[pos:]
         return events
