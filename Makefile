@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= ./data
 
-.PHONY: run test lint unit integration interop venv interop-venv clean bench bench-recovery sim
+.PHONY: run test lint unit integration interop venv interop-venv clean bench bench-recovery sim proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,14 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests
 
+# Real published clients, each in its own virtualenv (their import names collide).
 interop-venv:
 	bash tests/interop/setup_venv.sh
+	bash tests/interop/setup_venv_py5.sh
+
+# Regenerate the committed gRPC modules of src/ledgermq/proxy/protocol/*.proto.
+proto: $(STAMP)
+	$(PY) -m ledgermq.proxy.protocol.generate
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
 test: $(STAMP) interop-venv lint
@@ -38,7 +44,7 @@ interop: $(STAMP) interop-venv
 	$(PY) -m pytest -q tests/interop
 
 clean:
-	rm -rf $(VENV) .venv-interop-cpp build dist src/*.egg-info
+	rm -rf $(VENV) .venv-interop-cpp .venv-interop-py5 build dist src/*.egg-info
 
 # Benchmarks: peers measured in the same run (needs nats-server: apt-get install nats-server).
 bench: $(STAMP)

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledgermq.broker.config import BrokerConfig
 from ledgermq.broker.heartbeat import HeartbeatError, parse_heartbeat
 from ledgermq.broker.mq_lock import RebalanceLockManager
+from ledgermq.broker.processors.send import SendProcessor
+from ledgermq.broker.send_header import _decode_general, decode_send_header
+from ledgermq.broker.store_port import PutOutcome
 from ledgermq.broker.subscription import build_subscription
 from ledgermq.broker.topics import topic_error
 from ledgermq.common.config import ConfigError
 from ledgermq.common.message import MessageQueue, java_string_hash
+from ledgermq.remoting.codec import FrameDecoder, RemotingCommand, encode_command
+from ledgermq.remoting.codes import RequestCode
+from ledgermq.remoting.errors import RemotingError
 
 
 def test_subscription_parsing_and_matching():
@@ -123,3 +132,60 @@ def test_config_keys_and_errors():
 def test_unknown_keys_are_warned_by_name(caplog):
     BrokerConfig.from_properties({"brokerName": "b", "brokerNmae": "typo"})
     assert "brokerNmae" in caplog.text
+
+
+@given(
+    region=st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
+    trace_on=st.booleans(),
+    msg_ids=st.lists(st.text("0123456789ABCDEF", min_size=1, max_size=32), min_size=1, max_size=3),
+    queue_id=st.integers(0, 1 << 20),
+    queue_offset=st.integers(-1, 1 << 62),
+    status=st.sampled_from(["PUT_OK", "FLUSH_DISK_TIMEOUT", "FLUSH_SLAVE_TIMEOUT"]),
+)
+def test_a_send_reply_renders_the_json_the_encoder_would(
+    region, trace_on, msg_ids, queue_id, queue_offset, status
+):
+    # the send reply's fields render their own JSON; the client must read the same fields
+    broker = SimpleNamespace(config=SimpleNamespace(region_id=region, trace_on=trace_on))
+    outcome = PutOutcome(status, queue_offset, 0, msg_ids, "", None)
+    request = RemotingCommand(code=RequestCode.SEND_MESSAGE_V2, opaque=7)
+    shared = SendProcessor(broker)._response(request, outcome, queue_id)
+    plain = SendProcessor(broker)._response(request, outcome, queue_id, shared=False)
+    assert type(plain.ext_fields) is dict and dict(shared.ext_fields) == plain.ext_fields
+    assert shared.ext_fields._json == json.dumps(
+        plain.ext_fields, separators=(",", ":"), ensure_ascii=False
+    )
+    (decoded,) = FrameDecoder().feed(encode_command(shared))
+    assert decoded.ext_fields == plain.ext_fields and decoded.opaque == 7
+
+
+_header_values = st.one_of(
+    st.none(),
+    st.sampled_from(["", "null", "true", "false", "TRUE", "x", " 7", "-1"]),
+    st.integers(-(1 << 40), 1 << 40).map(str),
+)
+
+
+@given(
+    fields=st.fixed_dictionaries({k: _header_values for k in "abcdefghijklmn"}),
+    code=st.sampled_from([RequestCode.SEND_MESSAGE_V2, RequestCode.SEND_BATCH_MESSAGE]),
+)
+def test_the_v2_send_header_fast_path_agrees_with_the_general_decoder(fields, code):
+    # whatever a client sends, the fast path gives the general decoder's header or error
+    ext = {k: v for k, v in fields.items() if v is not None}
+
+    def outcome(decode):
+        try:
+            return decode(code, ext)
+        except RemotingError as exc:
+            return (exc.code, exc.remark)
+
+    assert outcome(decode_send_header) == outcome(_decode_general)
+
+
+def test_a_non_numeric_max_reconsume_times_is_a_clear_header_error():
+    # it used to escape as a bare ValueError (a generic SYSTEM_ERROR "ValueError: ...")
+    ext = {"a": "g", "b": "T", "d": "4", "e": "0", "f": "0", "g": "1", "h": "0",
+           "j": "0", "l": "sixteen", "m": "false"}  # fmt: skip
+    with pytest.raises(RemotingError, match="'l' is not a number"):
+        decode_send_header(RequestCode.SEND_MESSAGE_V2, ext)

@@ -21,6 +21,8 @@ from ledgermq.broker.delay import recovery_tags_code
 from ledgermq.broker.long_polling import PullHoldService
 from ledgermq.broker.mq_lock import RebalanceLockManager
 from ledgermq.broker.namesrv_registration import BrokerIdentity, NamesrvRegistrar
+from ledgermq.broker.pop.service import PopService
+from ledgermq.broker.processors.pop import register_pop_processors
 from ledgermq.broker.processors.registry import register_processors
 from ledgermq.broker.putter import MessagePutter
 from ledgermq.broker.replicated_metadata import ReplicatedMetadata
@@ -32,6 +34,7 @@ from ledgermq.broker.store_port import StorePort
 from ledgermq.broker.subscription_group import SubscriptionGroupManager
 from ledgermq.broker.topic_config import TopicConfigManager
 from ledgermq.broker.topics import SCHEDULE_TOPIC
+from ledgermq.broker.transaction.service import TransactionService, TransactionSettings
 from ledgermq.common.config import ConfigError
 from ledgermq.common.route_data import DataVersion
 from ledgermq.dledger.core import Role
@@ -121,8 +124,23 @@ class Broker:
         self.schedule = ScheduleService(
             self.store, self.putter, levels, self._file(cfg_dir, "delayOffset.json"), self.clock_ms
         )
+        self.transactions = TransactionService(
+            store=self.store,
+            putter=self.putter,
+            clients=self.clients,
+            offsets=self.consumer_offsets,
+            topics=self.topic_config,
+            settings=self._transaction_settings,
+            commit_offset=self.commit_offset,
+            store_host=lambda: self.store_host,
+            broker_name=config.broker_name,
+            clock_ms=self.clock_ms,
+        )
         self.dispatcher = Dispatcher()
         register_processors(self, self.dispatcher)
+        # POP consumption: checkpoints/acks in the revive topic, revived by the master
+        self.pop = PopService(self)
+        register_pop_processors(self, self.dispatcher)
         self.server = RemotingServer(
             self.dispatcher,
             host,
@@ -160,6 +178,15 @@ class Broker:
             delete_when=c.delete_when,
             # The port is only known after bind; `start()` fixes it before opening.
             store_host=(self.ip1, c.listen_port),
+        )
+
+    def _transaction_settings(self) -> TransactionSettings:
+        c = self.config
+        return TransactionSettings(
+            check_interval_ms=c.transaction_check_interval,
+            timeout_ms=c.transaction_time_out,
+            check_max=c.transaction_check_max,
+            max_age_ms=c.file_reserved_time * 3_600_000,
         )
 
     # --- identity -----------------------------------------------------------------------
@@ -241,6 +268,8 @@ class Broker:
         elif not self.config.is_slave:
             self._schedule_running = True
             self.schedule.start()
+            self.transactions.start()
+            self.pop.start_revive()
         self._started = True
         await self.registrar.register_all()
         self._tasks = [
@@ -288,8 +317,10 @@ class Broker:
         self._tasks = []
         await self.registrar.unregister_all()
         self.pull_hold.wake_all()
+        await self.pop.stop()
         await asyncio.sleep(0)  # let woken pulls answer before the server goes
         await self.schedule.stop()
+        await self.transactions.stop()
         await self.server.stop()
         self._flush_offsets()
         if self._becoming_master is not None:
@@ -404,6 +435,9 @@ class Broker:
         if not self._schedule_running:
             self._schedule_running = True
             self.schedule.start()
+            self.transactions.start()
+        if not self.pop.revive.running:
+            self.pop.start_revive()
         log.info("broker %s is the master (DLedger term %d)", self.config.broker_name, term)
         if was_slave and self._register_wanted is not None:
             self._register_wanted.set()
@@ -422,8 +456,13 @@ class Broker:
             self._schedule_running = False
             # kept: a task nobody references may be collected before it finishes
             self._schedule_stopping = asyncio.get_running_loop().create_task(
-                self.schedule.stop(), name="broker-schedule-stop"
+                self._stop_master_services(), name="broker-schedule-stop"
             )
+        self.pop.stop_revive()
+
+    async def _stop_master_services(self) -> None:
+        await self.schedule.stop()
+        await self.transactions.stop()
 
     # --- periodic work --------------------------------------------------------------------
     async def _periodic(self, fn: Callable[[], object], interval_s: float) -> None:
@@ -471,6 +510,7 @@ class Broker:
         self, topic: str, queue_id: int, queue_offset: int, tags_code: int, props: dict
     ) -> None:
         self.pull_hold.notify_arrival(topic, queue_id, queue_offset, tags_code)
+        self.pop.notify_arrival(topic)
         if topic == SCHEDULE_TOPIC:
             self.schedule.notify_arrival(queue_id)
 

@@ -35,9 +35,6 @@ NOT_SUPPORTED_YET = (
     "haListenPort",
     "haMasterAddress",
     "aclEnable",
-    "transactionTimeOut",
-    "transactionCheckInterval",
-    "transactionCheckMax",
     "enablePropertyFilter",
     "timerWheelEnable",
 )
@@ -90,9 +87,10 @@ class BrokerConfig:
     ha_listen_port: int = setting(10912, minimum=0, maximum=65535)
     ha_master_address: str = ""
     acl_enable: bool = False
-    transaction_time_out: int = setting(6000, key="transactionTimeOut")
-    transaction_check_interval: int = 30_000
-    transaction_check_max: int = 15
+    transaction_time_out: int = setting(6000, minimum=0, key="transactionTimeOut")
+    transaction_check_interval: int = setting(30_000, minimum=1)
+    transaction_check_max: int = setting(15, minimum=0)
+    reject_transaction_message: bool = False
     enable_property_filter: bool = False
     timer_wheel_enable: bool = True
     # Store tuning knobs the broker passes through.

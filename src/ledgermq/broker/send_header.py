@@ -60,6 +60,36 @@ def _int(ext: dict[str, str], key: str, default: int | None) -> int | None:
 
 
 def decode_send_header(code: int, ext: dict[str, str]) -> SendHeader:
+    if code != RequestCode.SEND_MESSAGE:
+        # SEND_MESSAGE_V2 as clients send it (every field, numbers as digits), read
+        # without the general path's per-field calls; anything else falls through to it
+        # for the same result or the same error
+        get = ext.get
+        topic = get("b")
+        batch = get("m")
+        max_reconsume = get("l")
+        if topic is not None and (batch == "true" or batch == "false"):
+            try:
+                return SendHeader(
+                    get("a", ""),
+                    topic,
+                    get("c") or "TBW102",
+                    int(get("d")),  # type: ignore[arg-type]
+                    int(get("e")),  # type: ignore[arg-type]
+                    int(get("f")),  # type: ignore[arg-type]
+                    int(get("g")),  # type: ignore[arg-type]
+                    int(get("h")),  # type: ignore[arg-type]
+                    get("i") or "",
+                    int(get("j")),  # type: ignore[arg-type]
+                    None if max_reconsume is None else int(max_reconsume),
+                    batch == "true" or code == RequestCode.SEND_BATCH_MESSAGE,
+                )
+            except (TypeError, ValueError):
+                pass
+    return _decode_general(code, ext)
+
+
+def _decode_general(code: int, ext: dict[str, str]) -> SendHeader:
     keys = _V1 if code == RequestCode.SEND_MESSAGE else _V2
     topic = ext.get(keys["topic"])
     if topic is None:
@@ -78,7 +108,9 @@ def decode_send_header(code: int, ext: dict[str, str]) -> SendHeader:
         flag=_int(ext, keys["flag"], 0),  # type: ignore[arg-type]
         properties=ext.get(keys["properties"]) or "",
         reconsume_times=_int(ext, keys["reconsume_times"], 0),  # type: ignore[arg-type]
-        max_reconsume_times=int(max_reconsume) if max_reconsume not in (None, "", "null") else None,
+        max_reconsume_times=None
+        if max_reconsume in (None, "", "null")
+        else _int(ext, keys["max_reconsume_times"], None),
         batch=(ext.get(keys["batch"]) or "").lower() == "true"
         or code == RequestCode.SEND_BATCH_MESSAGE,
     )

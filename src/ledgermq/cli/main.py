@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "namesrv": ("ledgermq.cli.servers", "run a NameServer (mqnamesrv)"),
     "broker": ("ledgermq.cli.servers", "run a Broker (mqbroker)"),
     "quickstart": ("ledgermq.cli.servers", "run a NameServer and a Broker in one process"),
+    "proxy": ("ledgermq.cli.proxy", "run the gRPC proxy for v5 clients (mqproxy)"),
     "admin": ("ledgermq.cli.admin", "mqadmin commands"),
     "produce": ("ledgermq.cli.quick", "send messages from the command line"),
     "consume": ("ledgermq.cli.quick", "consume messages and print them"),

@@ -84,6 +84,8 @@ def run(command: str, argv: list[str]) -> int:
         parser.add_argument("-c", "--config", help="broker.conf file")
         parser.add_argument("-n", "--namesrv", help="NameServer address list, ip:port;ip:port")
         parser.add_argument("-p", "--print-config", action="store_true")
+        parser.add_argument("--enable-proxy", action="store_true", help="also run the gRPC proxy")
+        parser.add_argument("-pc", "--proxy-config", help="rmq-proxy.json for --enable-proxy")
     else:
         parser.add_argument("--data", default="./data", help="data directory (default ./data)")
         parser.add_argument("--namesrv-port", type=int, default=9876)
@@ -115,6 +117,9 @@ def run(command: str, argv: list[str]) -> int:
             if args.print_config:
                 _print_config(config)
                 return 0
+            if args.enable_proxy:
+                # grpc.aio needs the standard asyncio loop, not uvloop.
+                return asyncio.run(_serve_broker(config, True, args.proxy_config))
             return run_async(lambda: _serve_broker(config))
         return run_async(lambda: _quickstart(args))
     except ConfigError as exc:
@@ -138,7 +143,9 @@ async def _serve_namesrv(config: object) -> int:
     return 0
 
 
-async def _serve_broker(config: object) -> int:
+async def _serve_broker(
+    config: object, enable_proxy: bool = False, proxy_config: str | None = None
+) -> int:
     from ledgermq.broker.broker import Broker
 
     broker = Broker(config)
@@ -148,7 +155,19 @@ async def _serve_broker(config: object) -> int:
         f"serializeType=JSON and name server is {broker.config.namesrv_addr}",
         flush=True,
     )
+    proxy = None
+    if enable_proxy:  # local mode, see ledgermq.proxy.local
+        from ledgermq.proxy.local import start_local_proxy
+
+        try:
+            proxy = await start_local_proxy(config, proxy_config)
+        except OSError as exc:
+            await broker.stop()
+            raise StartupError(f"cannot start the gRPC proxy: {exc.strerror or exc}") from exc
+        print(f"The gRPC proxy boot success. listening on {proxy.address}", flush=True)
     await wait_for_shutdown_signal()
+    if proxy is not None:
+        await proxy.stop()
     await broker.stop()
     return 0
 

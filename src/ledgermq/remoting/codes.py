@@ -78,6 +78,14 @@ class RequestCode(IntEnum):
     BROKER_HEARTBEAT = 904
     UPDATE_NAMESRV_CONFIG = 318
     GET_NAMESRV_CONFIG = 319
+    # POP (JSON headers only: the codes do not fit the ROCKETMQ header's int16)
+    POP_MESSAGE = 200050
+    ACK_MESSAGE = 200051
+    PEEK_MESSAGE = 200052
+    CHANGE_MESSAGE_INVISIBLETIME = 200053
+    NOTIFICATION = 200054
+    POLLING_INFO = 200055
+    BATCH_ACK_MESSAGE = 200151
 
 
 class ResponseCode(IntEnum):

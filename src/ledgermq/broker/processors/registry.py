@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from ledgermq.broker.processors.admin import AdminProcessor
 from ledgermq.broker.processors.client_manage import ClientManageProcessor
+from ledgermq.broker.processors.end_transaction import EndTransactionProcessor
 from ledgermq.broker.processors.lock import LockProcessor
 from ledgermq.broker.processors.offsets import OffsetProcessor
 from ledgermq.broker.processors.pull import PullProcessor
@@ -26,6 +27,7 @@ def register_processors(broker: Broker, d: Dispatcher) -> None:
     d.register(R.SEND_MESSAGE_V2, send.handle, group=send.handle_group)
     d.register(R.SEND_BATCH_MESSAGE, send.handle_batch)
     d.register(R.CONSUMER_SEND_MSG_BACK, SendBackProcessor(broker).handle)
+    d.register(R.END_TRANSACTION, EndTransactionProcessor(broker).handle)
 
     pull = PullProcessor(broker)
     d.register(R.PULL_MESSAGE, pull.handle)

@@ -15,10 +15,10 @@ from ledgermq.broker import topics as t
 from ledgermq.broker.processors.responses import put_status_code
 from ledgermq.broker.send_header import SendHeader, decode_send_header
 from ledgermq.broker.store_port import PutOutcome, StorePort
+from ledgermq.broker.transaction.records import amend_half_reply, is_half_send, to_half
 from ledgermq.common.message import (
     MAX_PROPERTIES_LENGTH,
     PROPERTY_CLUSTER,
-    PROPERTY_TRAN_MSG,
     PROPERTY_WAIT,
     TRANSIENT_PREFIX,
     BatchItem,
@@ -26,7 +26,7 @@ from ledgermq.common.message import (
     decode_batch,
     decode_properties,
 )
-from ledgermq.remoting.codec import RemotingCommand
+from ledgermq.remoting.codec import RemotingCommand, SharedFields, json_string
 from ledgermq.remoting.codes import ResponseCode
 from ledgermq.remoting.connection import HandlerResult, RemotingConnection
 from ledgermq.remoting.errors import RemotingError
@@ -141,10 +141,12 @@ class SendProcessor:
         results: list[HandlerResult] = [None] * len(cmds)
         msgs: list[MessageToStore] = []
         positions: list[int] = []
+        batches = False
         for i, cmd in enumerate(cmds):
             try:
                 if cmd.ext_fields.get("m") == "true" or cmd.code == 320:
                     results[i] = self.handle_batch(conn, cmd)
+                    batches = True
                     continue
                 msgs.append(self._build(conn, cmd))
                 positions.append(i)
@@ -155,17 +157,20 @@ class SendProcessor:
         outcomes = self._b.putter.put_group(msgs)
         durable: list[tuple[int, PutOutcome]] = []
         for i, msg, outcome in zip(positions, msgs, outcomes, strict=True):
-            results[i] = self._response(cmds[i], outcome, msg.queue_id)
+            half = msg.topic == t.TRANS_HALF_TOPIC
+            results[i] = self._response(cmds[i], outcome, msg.queue_id, shared=not half)
+            if half:
+                amend_half_reply(msg, results[i].ext_fields)  # type: ignore[union-attr]
             if self._must_wait(msg, outcome):
                 durable.append((i, outcome))
         if durable:
             # SYNC_FLUSH: one wait for the whole group (the fsync that covers the last
             # record covers them all), one task instead of one per send.
-            return self._await_group(results, durable)  # type: ignore[return-value]
+            return self._await_group(results, durable, batches)  # type: ignore[return-value]
         return results
 
     async def _await_group(
-        self, results: list[HandlerResult], durable: list[tuple[int, PutOutcome]]
+        self, results: list[HandlerResult], durable: list[tuple[int, PutOutcome]], batches: bool
     ) -> list[HandlerResult]:
         last = max(durable, key=lambda item: item[1].commit_log_offset)[1]
         status, remark = await self._b.store.wait_durable(last)
@@ -174,9 +179,10 @@ class SendProcessor:
             for i, _ in durable:
                 results[i].code = code  # type: ignore[union-attr]
                 results[i].remark = text  # type: ignore[union-attr]
-        for i, result in enumerate(results):
-            if inspect.isawaitable(result):  # a batch send in the group waits on its own
-                results[i] = await result
+        if batches:  # a batch send in the group waits on its own
+            for i, result in enumerate(results):
+                if inspect.isawaitable(result):
+                    results[i] = await result
         return results
 
     def _must_wait(self, msg: MessageToStore, outcome: PutOutcome) -> bool:
@@ -191,7 +197,10 @@ class SendProcessor:
     def _finish(
         self, cmd: RemotingCommand, msg: MessageToStore, outcome: PutOutcome
     ) -> HandlerResult:
-        response = self._response(cmd, outcome, msg.queue_id)
+        half = msg.topic == t.TRANS_HALF_TOPIC
+        response = self._response(cmd, outcome, msg.queue_id, shared=not half)
+        if half:
+            amend_half_reply(msg, response.ext_fields)
         if self._must_wait(msg, outcome):
             return self._await_durable(cmd, outcome, response)
         return response
@@ -208,19 +217,20 @@ class SendProcessor:
                 f"the message properties size over max value, MAX: {MAX_PROPERTIES_LENGTH}",
             )
         props = decode_properties(h.properties)
-        if props.get(PROPERTY_TRAN_MSG) == "true":
+        b = self._b
+        half = is_half_send(props)  # a transaction's prepared message (broker/transaction)
+        if half and b.config.reject_transaction_message:
             raise RemotingError(
                 ResponseCode.NO_PERMISSION,
-                "the broker does not support transaction messages yet",
+                f"the broker[{b.config.broker_ip1}] sending transaction message is forbidden",
             )
-        b = self._b
         queue_id = self._queue_id(h.queue_id, write_queues)
         topic = h.topic
         if topic.startswith(t.RETRY_PREFIX):
             topic, queue_id = self._retry_or_dlq(h, topic, queue_id)
         cluster = b.config.broker_cluster_name
         props[PROPERTY_CLUSTER] = cluster
-        return MessageToStore(
+        msg = MessageToStore(
             topic=topic,
             body=body,
             flag=h.flag,
@@ -232,6 +242,7 @@ class SendProcessor:
             reconsume_times=h.reconsume_times,
             properties_text=_stored_text(h.properties, cluster),
         )
+        return to_half(msg, h.producer_group) if half else msg
 
     def _retry_or_dlq(self, h: SendHeader, topic: str, queue_id: int) -> tuple[str, int]:
         """A consumer re-sending to %RETRY%: past the retry limit it goes to the DLQ."""
@@ -247,8 +258,10 @@ class SendProcessor:
         return dlq, 0
 
     def _response(
-        self, cmd: RemotingCommand, outcome: PutOutcome, queue_id: int
+        self, cmd: RemotingCommand, outcome: PutOutcome, queue_id: int, *, shared: bool = True
     ) -> RemotingCommand:
+        """The reply to a send; `shared`: its fields are read-only, their JSON rendered
+        here from the fixed layout (every send has one: ~0.5 us less than the encoder)."""
         code, remark = put_status_code(outcome.status, outcome.remark)
         if code not in (
             ResponseCode.SUCCESS,
@@ -258,17 +271,25 @@ class SendProcessor:
         ):
             return cmd.make_response(code, remark)
         cfg = self._b.config
-        return cmd.make_response(
-            code,
-            remark,
-            {
-                "msgId": ",".join(outcome.msg_ids),
-                "queueId": str(queue_id),
-                "queueOffset": str(outcome.queue_offset),
-                "MSG_REGION": cfg.region_id,
-                "TRACE_ON": "true" if cfg.trace_on else "false",
-            },
-        )
+        msg_id = ",".join(outcome.msg_ids)
+        queue_id = int(queue_id)
+        queue_offset = int(outcome.queue_offset)
+        trace_on = "true" if cfg.trace_on else "false"
+        fields = {
+            "msgId": msg_id,
+            "queueId": str(queue_id),
+            "queueOffset": str(queue_offset),
+            "MSG_REGION": cfg.region_id,
+            "TRACE_ON": trace_on,
+        }
+        if shared:
+            fields = SharedFields.prerendered(
+                fields,
+                f'{{"msgId":{json_string(msg_id)},"queueId":"{queue_id}",'
+                f'"queueOffset":"{queue_offset}","MSG_REGION":{json_string(cfg.region_id)},'
+                f'"TRACE_ON":"{trace_on}"}}',
+            )
+        return cmd.make_response(code, remark, fields)
 
     async def _await_durable(
         self, cmd: RemotingCommand, outcome: PutOutcome, response: RemotingCommand

@@ -1,0 +1,1 @@
+"""POP consumption (RocketMQ 5): broker-managed invisibility, acks and redelivery."""

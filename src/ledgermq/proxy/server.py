@@ -1,0 +1,79 @@
+"""ProxyServer: the grpc.aio server hosting MessagingService over plaintext h2c."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from ledgermq.proxy.activities.route import AdvertisedEndpoint
+from ledgermq.proxy.backend import ClusterBackend
+from ledgermq.proxy.config import ProxyConfig
+from ledgermq.proxy.protocol import service_pb2_grpc as svc_grpc
+from ledgermq.proxy.service import MessagingService
+
+log = logging.getLogger(__name__)
+
+# A client that closed its Telemetry stream and made no call for this long (it died
+# without NotifyClientTermination) is forgotten.
+SESSION_IDLE_SECONDS = 120.0
+
+
+class ProxyServer:
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.backend = ClusterBackend(config)
+        self.advertise = AdvertisedEndpoint(config.advertised_host, config.grpc_server_port)
+        self.service = MessagingService(config, self.backend, self.advertise)
+        self._server: grpc.aio.Server | None = None
+        self._janitor: asyncio.Task[None] | None = None
+        self.port = config.grpc_server_port
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.grpc_server_host}:{self.port}"
+
+    async def start(self) -> None:
+        """Binds the port (OSError if it cannot) and starts the remoting side."""
+        limit = self.config.grpc_max_inbound_message_size
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        svc_grpc.add_MessagingServiceServicer_to_server(self.service, server)
+        target = f"{self.config.grpc_server_host}:{self.config.grpc_server_port}"
+        try:
+            port = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise OSError(98, f"cannot listen on {target}: {exc}") from exc
+        if port == 0:
+            raise OSError(98, f"cannot listen on {target}")
+        self.port = port
+        self.advertise.port = port
+        await self.backend.start()
+        await server.start()
+        self._server = server
+        self._janitor = asyncio.create_task(self._expire_sessions())
+        log.info("gRPC proxy listening on %s", self.address)
+
+    async def _expire_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(SESSION_IDLE_SECONDS / 4)
+            for client_id in self.service.sessions.expire(SESSION_IDLE_SECONDS):
+                log.info("forgot idle client %s", client_id)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
+            self._janitor = None
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        await self.backend.stop()
