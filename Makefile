@@ -66,3 +66,9 @@ bench-dledger: $(STAMP)
 .PHONY: bench-dledger-broker
 bench-dledger-broker: $(STAMP)
 	$(PY) bench/dledger_broker_compare.py
+
+# SendMessage through the gRPC proxy (cluster and local mode) against direct remoting
+# sends to the same broker, same run (issue 5: proxy >= 70% of direct).
+.PHONY: bench-proxy
+bench-proxy: $(STAMP)
+	$(PY) bench/proxy_compare.py

@@ -204,6 +204,21 @@ async def test_change_invisible_time_moves_redelivery(h):
     assert bodies(again) == [b"m0"] and again[0].reconsume_times == 1
 
 
+async def test_changing_the_invisible_time_in_the_pop_millisecond_still_redelivers(h):
+    # the new checkpoint (same queue offset) must not share the old one's pop time: a
+    # twin was dropped as a duplicate and the old one's ack then struck the message
+    await send_n(h, "SameMsT", 1)
+    (m,) = popped(await pop(h, "SameMsT", invisible_ms=60_000))
+    real_clock = h.broker.clock_ms
+    h.broker.clock_ms = lambda: handle(m).pop_time
+    try:
+        assert (await change_invisible(h, m, 300)).code == ResponseCode.SUCCESS
+    finally:
+        h.broker.clock_ms = real_clock
+    again = await pop_until(h, "SameMsT", 1)
+    assert bodies(again) == [b"m0"] and again[0].reconsume_times == 1
+
+
 async def test_batch_ack_with_short_and_long_field_names(h):
     await send_n(h, "BatchT", 4)
     reply = await pop(h, "BatchT", invisible_ms=600)
@@ -273,6 +288,18 @@ async def test_notification_long_polls_for_something_to_pop(h):
     assert (await waiting).ext_fields["hasMsg"] == "true"
 
 
+async def test_notification_for_a_fifo_consumer_skips_a_blocked_queue(h):
+    # a queue whose ordered batch is still out has nothing for a FIFO consumer; saying
+    # hasMsg=true there made it spin (pop, nothing, notify, true, pop, ...)
+    await send_n(h, "NotifyFifoT", 3)
+    popped(await pop(h, "NotifyFifoT", queue_id=0, max_nums=1, order=True, invisible_ms=30_000))
+    ext = {"consumerGroup": GROUP, "topic": "NotifyFifoT", "queueId": 0, "bornTime": 0}
+    unordered = await h.call(RequestCode.NOTIFICATION, ext)
+    assert unordered.ext_fields["hasMsg"] == "true"  # two more wait behind the batch
+    ordered = await h.call(RequestCode.NOTIFICATION, {**ext, "order": "true"})
+    assert ordered.code == ResponseCode.SUCCESS and ordered.ext_fields["hasMsg"] == "false"
+
+
 async def test_tag_filter(h):
     await send_n(h, "TagT", 4, tags=["A", "B", "A", "C"])
     msgs = popped(await pop(h, "TagT", exp="A || C", invisible_ms=400))
@@ -340,6 +367,9 @@ async def test_bad_handles_get_clear_error_codes(h):
     reply = await h.call(RequestCode.BATCH_ACK_MESSAGE, body=b"{not json")
     assert reply.code == ResponseCode.INVALID_PARAMETER
     assert (await pop(h, "BadT", max_nums=33)).code == ResponseCode.INVALID_PARAMETER
+    # over 12 h a checkpoint would hold its revive queue back for that long
+    too_long = await pop(h, "BadT", invisible_ms=12 * 3600 * 1000 + 1)
+    assert too_long.code == ResponseCode.INVALID_PARAMETER and "invisibleTime" in too_long.remark
     assert (await pop(h, "NoSuchTopic")).code == ResponseCode.TOPIC_NOT_EXIST
     # the good handle still works after all that
     assert (await ack(h, m)).code == ResponseCode.SUCCESS
@@ -370,3 +400,22 @@ async def test_checkpoints_survive_a_restart(h):
     await h.restart()
     assert h.broker.pop.revive.pending_count() == 1  # rebuilt from the revive topic
     assert bodies(await pop_until(h, "RestartT", 1)) == [b"m1"]
+
+
+async def test_pop_progress_is_saved_only_after_the_checkpoints_it_covers(tmp_path):
+    # ASYNC_FLUSH: a pop moves the group's offset past messages whose checkpoint is only
+    # in the page cache; saving that offset first, a power loss would keep the offset,
+    # lose the checkpoint, and the messages would never come back
+    h = Harness(tmp_path, flushIntervalCommitLog="60000")  # no background flush
+    await h.start()
+    try:
+        await send_n(h, "SavedT", 2)
+        popped(await pop(h, "SavedT"))
+        store = h.broker.store.store
+        end = store.commitlog.wrote
+        assert store.commitlog.flushed < end
+        seen = []
+        await h.broker._after_log_durable(lambda: seen.append(store.commitlog.flushed))
+        assert seen == [end]
+    finally:
+        await h.close()

@@ -11,6 +11,12 @@ not import ledgermq. It prints exactly one JSON line on stdout.
     raw-send    --endpoint H:P --topic T [--body-size B] [--message-type NORMAL]
     raw-route   --endpoint H:P --topic T
     telemetry   --endpoint H:P --topic T
+    transaction --endpoint H:P --topic T --resolution commit|rollback|unknown
+                [--check-result commit|rollback] [--timeout S]
+    simple      --endpoint H:P --topic T --group G --count N [--invisible S]
+                [--await S] [--change-to S] [--timeout S] [--no-ack]
+    push        --endpoint H:P --topic T --group G --count N [--fail-once]
+                [--work-ms M] [--timeout S]
     descriptors                      (the client's proto descriptors, as JSON)
 
 Quirks of the package learnt while writing this:
@@ -22,6 +28,15 @@ Quirks of the package learnt while writing this:
 - The client validates the body against publishing.max_body_size from the server's
   Settings reply, so server-side size checks are exercised with raw-send.
 - It logs under $HOME/logs; the test points HOME at a temporary directory.
+- Transactions: Producer(config, topics, checker); begin_transaction(), send(msg,
+  transaction), then transaction.commit()/rollback(). The checker's check(message)
+  answers the server's recover_orphaned_transaction_command.
+- SimpleConsumer(config, group, {topic: FilterExpression()}, await_duration=S):
+  receive(max, invisible_seconds) pops from the route queues in turn; ack(msg);
+  change_invisible_duration(msg, seconds) swaps the message's receipt handle.
+- PushConsumer(config, group, listener, {topic: FilterExpression()}): a failed
+  listener call is nacked with ChangeInvisibleDuration (the backoff of its Settings);
+  a FIFO group (Settings.subscription.fifo) retries locally instead.
 """
 
 import argparse
@@ -184,6 +199,157 @@ def cmd_telemetry(a):
     return 0
 
 
+def _message_record(m, started):
+    return {"message_id": m.message_id, "body": m.body.decode(errors="replace"),
+            "attempt": m.delivery_attempt, "group": m.message_group, "tag": m.tag,
+            "at": round(time.monotonic() - started, 3)}
+
+
+def cmd_transaction(a):
+    """One transactional message, resolved by `--resolution`; `unknown` leaves it open and
+    waits until the server's check has been answered by the checker."""
+    import threading
+
+    from rocketmq import (ClientConfiguration, Credentials, Message, Producer,
+                          TransactionChecker, TransactionResolution)
+
+    checked = []
+    answered = threading.Event()
+
+    class Checker(TransactionChecker):
+        def check(self, message):
+            checked.append({"message_id": message.message_id,
+                            "body": message.body.decode(errors="replace")})
+            answered.set()
+            return (TransactionResolution.COMMIT if a.check_result == "commit"
+                    else TransactionResolution.ROLLBACK)
+
+    config = ClientConfiguration(a.endpoint, Credentials(), request_timeout=5)
+    producer = Producer(config, (a.topic,), Checker())
+    producer.startup()
+    result = {"sent": [], "checked": checked, "errors": []}
+    try:
+        transaction = producer.begin_transaction()
+        msg = Message()
+        msg.topic = a.topic
+        msg.body = ("tx-%s-%d" % (a.resolution, os.getpid())).encode()
+        receipt = producer.send(msg, transaction)
+        result["sent"].append({"message_id": receipt.message_id,
+                               "transaction_id": receipt.transaction_id,
+                               "body": msg.body.decode()})
+        if a.resolution == "commit":
+            transaction.commit()
+        elif a.resolution == "rollback":
+            transaction.rollback()
+        elif not answered.wait(a.timeout):
+            result["errors"].append({"stage": "check", "text": "no transaction check arrived"})
+        else:
+            time.sleep(1)  # the checker's EndTransaction is sent from a callback thread
+    except Exception as e:  # noqa: BLE001
+        result["errors"].append({"stage": "transaction", "type": type(e).__name__,
+                                 "text": str(e), "code": getattr(e, "code", None)})
+    finally:
+        producer.shutdown()
+    _emit(result)
+    return 0
+
+
+def cmd_simple(a):
+    """Receives until `--count` distinct messages were acked (or the timeout). With
+    `--change-to S` each message's first delivery is instead made invisible for S
+    seconds, and the time it takes to come back is reported."""
+    from rocketmq import ClientConfiguration, Credentials, FilterExpression, SimpleConsumer
+
+    config = ClientConfiguration(a.endpoint, Credentials(), request_timeout=5)
+    consumer = SimpleConsumer(config, a.group, {a.topic: FilterExpression()},
+                              await_duration=a.await_seconds)
+    consumer.startup()
+    started = time.monotonic()
+    deliveries, acked, changed_at, errors = [], {}, {}, []
+    try:
+        def finished():
+            if a.expect:
+                return set(a.expect) <= set(acked)
+            return len(acked) >= a.count
+
+        while not finished() and time.monotonic() - started < a.timeout:
+            try:
+                messages = consumer.receive(16, a.invisible)
+            except Exception as e:  # noqa: BLE001
+                errors.append({"stage": "receive", "type": type(e).__name__, "text": str(e),
+                               "code": getattr(e, "code", None)})
+                time.sleep(0.5)
+                continue
+            for m in messages:
+                record = _message_record(m, started)
+                deliveries.append(record)
+                if a.change_to and m.message_id not in changed_at:
+                    consumer.change_invisible_duration(m, a.change_to)
+                    changed_at[m.message_id] = time.monotonic() - started
+                    record["changed"] = True
+                    continue
+                if m.message_id in changed_at:
+                    record["since_change"] = round(record["at"] - changed_at[m.message_id], 3)
+                if not a.no_ack:
+                    consumer.ack(m)
+                acked[m.message_id] = record["body"]
+    finally:
+        consumer.shutdown()
+    _emit({"deliveries": deliveries, "acked": acked, "errors": errors})
+    return 0
+
+
+def cmd_push(a):
+    """A PushConsumer until `--count` distinct messages were consumed successfully;
+    with `--fail-once` the listener fails each message's first delivery."""
+    import threading
+
+    from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression,
+                          MessageListener, PushConsumer)
+
+    lock = threading.Lock()
+    deliveries, succeeded, failed_once = [], {}, set()
+    done = threading.Event()
+    started = time.monotonic()
+
+    class Listener(MessageListener):
+        def consume(self, message):
+            record = _message_record(message, started)
+            with lock:  # recorded on arrival: a redelivery during the work shows up
+                deliveries.append(record)
+            if a.work_ms:
+                time.sleep(a.work_ms / 1000)
+            with lock:
+                if a.fail_once and message.message_id not in failed_once:
+                    failed_once.add(message.message_id)
+                    record["result"] = "FAILURE"
+                    return ConsumeResult.FAILURE
+                record["result"] = "SUCCESS"
+                succeeded[message.message_id] = record["body"]
+                if len(succeeded) >= a.count:
+                    done.set()
+            return ConsumeResult.SUCCESS
+
+    config = ClientConfiguration(a.endpoint, Credentials(), request_timeout=5)
+    consumer = PushConsumer(config, a.group, Listener(), {a.topic: FilterExpression()})
+    consumer.startup()
+    if a.kill_after_first:
+        while not deliveries and time.monotonic() - started < a.timeout:
+            time.sleep(0.05)
+    else:
+        done.wait(a.timeout)
+        time.sleep(0.5)  # let the last ack leave
+    with lock:
+        result = {"deliveries": list(deliveries), "succeeded": dict(succeeded),
+                  "fifo": bool(getattr(consumer, "fifo", False))}
+    if a.kill_after_first and deliveries:
+        _emit(result)
+        os._exit(0)  # no shutdown: the proxy must notice the client is gone
+    consumer.shutdown()
+    _emit(result)
+    return 0
+
+
 def cmd_descriptors(a):
     from rocketmq.grpc_protocol import definition_pb2, service_pb2
 
@@ -228,10 +394,33 @@ def main():
         s.add_argument("--delay-seconds", type=int, default=0)
         s.add_argument("--body-size", type=int, default=0)
         s.add_argument("--message-type", default="NORMAL")
+    t = sub.add_parser("transaction")
+    t.add_argument("--endpoint", required=True)
+    t.add_argument("--topic", required=True)
+    t.add_argument("--resolution", choices=("commit", "rollback", "unknown"), required=True)
+    t.add_argument("--check-result", choices=("commit", "rollback"), default="commit")
+    t.add_argument("--timeout", type=float, default=60)
+    for name in ("simple", "push"):
+        c = sub.add_parser(name)
+        c.add_argument("--endpoint", required=True)
+        c.add_argument("--topic", required=True)
+        c.add_argument("--group", required=True)
+        c.add_argument("--count", type=int, required=True)
+        c.add_argument("--timeout", type=float, default=60)
+        c.add_argument("--invisible", type=int, default=10)
+        c.add_argument("--await-seconds", type=int, default=5)
+        c.add_argument("--change-to", type=int, default=0)
+        c.add_argument("--no-ack", action="store_true")
+        c.add_argument("--fail-once", action="store_true")
+        c.add_argument("--work-ms", type=int, default=0)
+        c.add_argument("--kill-after-first", action="store_true")
+        c.add_argument("--expect", nargs="*", default=[])
     sub.add_parser("descriptors")
     a = p.parse_args()
     handler = {"produce": cmd_produce, "raw-send": cmd_raw_send, "raw-route": cmd_raw_route,
-               "telemetry": cmd_telemetry, "descriptors": cmd_descriptors}[a.cmd]
+               "telemetry": cmd_telemetry, "descriptors": cmd_descriptors,
+               "transaction": cmd_transaction, "simple": cmd_simple,
+               "push": cmd_push}[a.cmd]
     try:
         rc = handler(a)
     except Exception as e:  # noqa: BLE001

@@ -30,6 +30,24 @@ TOPICS = {
     "PyFifo": {"message.type": "FIFO"},
     "PyDelay": {"message.type": "DELAY"},
     "PyMixed": {},
+    "PyTx": {"message.type": "TRANSACTION"},
+    "PySimple": {},
+    "PyChange": {},
+    "PyPushRetry": {},
+    "PyPushFifo": {"message.type": "FIFO"},
+    "PyDelayConsume": {"message.type": "DELAY"},
+    "PyGone": {},
+    "PyRenew": {},
+}
+ORDERLY_GROUP = "PyFifoGroup"
+# The proxy's renewal and client-expiry clocks, shortened so the tests finish quickly.
+PROXY_TUNING = {
+    "defaultInvisibleTimeMills": 10_000,
+    "renewAheadTimeMillis": 5_000,
+    "renewSchedulePeriodMillis": 500,
+    "channelExpiredInSeconds": 4,
+    "grpcClientConsumerMinLongPollingTimeoutMillis": 1_000,
+    "grpcClientConsumerMaxLongPollingTimeoutMillis": 5_000,
 }
 
 
@@ -58,6 +76,9 @@ def cluster(tmp_path_factory):
                 f"namesrvAddr={namesrv_addr}",
                 f"storePathRootDir={tmp / 'store'}",
                 "mappedFileSizeCommitLog=4194304",
+                # transaction checks soon after a half message is left open
+                "transactionTimeOut=1000",
+                "transactionCheckInterval=1000",
             ]
         )
         + "\n",
@@ -71,6 +92,7 @@ def cluster(tmp_path_factory):
                 "grpcServerPort": grpc_port,
                 "maxMessageSize": MAX_BODY,
                 "routeCacheSeconds": 0,
+                **PROXY_TUNING,
             }
         ),
     )
@@ -86,6 +108,7 @@ def cluster(tmp_path_factory):
         for proc in procs:
             proc.start()
         asyncio.run(_create_topics(namesrv_addr))
+        asyncio.run(_create_orderly_group(namesrv_addr, f"127.0.0.1:{broker_port}"))
         yield {"namesrv": namesrv_addr, "endpoint": f"127.0.0.1:{grpc_port}", "tmp": tmp}
     finally:
         for proc in reversed(procs):
@@ -114,6 +137,19 @@ async def _create_topics(namesrv: str) -> None:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
+    finally:
+        await admin.shutdown()
+
+
+async def _create_orderly_group(namesrv: str, broker_addr: str) -> None:
+    from ledgermq.client.admin import AdminClient
+
+    admin = AdminClient(namesrv)
+    await admin.start()
+    try:
+        await admin.update_subscription_group(
+            broker_addr, {"groupName": ORDERLY_GROUP, "consumeMessageOrderly": True}
+        )
     finally:
         await admin.shutdown()
 
@@ -315,3 +351,138 @@ def test_local_mode_proxy_inside_the_broker(tmp_path, processes):
         s["message_id"] for s in result["sent"]
     )
     assert broker.stop() == 0, broker.output()[-2000:]
+
+
+# --- consumption and transactions through the proxy ------------------------------------
+def _produce(cluster, topic: str, count: int, *extra: str) -> list[dict]:
+    result = _drive(cluster, "produce", "--endpoint", cluster["endpoint"], "--topic", topic,
+                    "--count", str(count), *extra)  # fmt: skip
+    assert result["errors"] == [] and len(result["sent"]) == count, result
+    return result["sent"]
+
+
+def _consume(cluster, kind: str, topic: str, group: str, count: int, *extra: str,
+             timeout: float = 60) -> dict:  # fmt: skip
+    return _drive(cluster, kind, "--endpoint", cluster["endpoint"], "--topic", topic,
+                  "--group", group, "--count", str(count), "--timeout", str(timeout),
+                  *extra, timeout=timeout + 30)  # fmt: skip
+
+
+def _simple_drain(cluster, topic: str, group: str, expect: set[str], timeout: float = 40) -> dict:
+    """SimpleConsumer receives + acks until every id in `expect` was acked."""
+    out = _consume(cluster, "simple", topic, group, len(expect), "--await-seconds", "2",
+                   "--expect", *sorted(expect), timeout=timeout)  # fmt: skip
+    assert expect <= set(out["acked"]), out
+    return out
+
+
+def test_simple_consumer_receives_and_acks(cluster):
+    sent = _produce(cluster, "PySimple", 5, "--tag", "TagS")
+    ids = {s["message_id"] for s in sent}
+    out = _simple_drain(cluster, "PySimple", "PySimpleGroup", ids)
+    first = [d for d in out["deliveries"] if d["message_id"] in ids]
+    assert all(d["attempt"] == 1 and d["tag"] == "TagS" for d in first)
+    assert sorted(d["body"] for d in first) == [f"body-{i}" for i in range(5)]
+    # acked: a second consumer of the group finds nothing more
+    again = _consume(cluster, "simple", "PySimple", "PySimpleGroup", 1, "--await-seconds", "1",
+                     timeout=4)  # fmt: skip
+    assert again["deliveries"] == [], again
+
+
+def test_unacked_messages_come_back_after_the_invisible_time(cluster):
+    """A consumer that received and vanished loses nothing for its group."""
+    (sent,) = _produce(cluster, "PyGone", 1)
+    gone = _consume(cluster, "simple", "PyGone", "PyGoneGroup", 1, "--no-ack",
+                    "--invisible", "10", "--await-seconds", "2")  # fmt: skip
+    assert [d["message_id"] for d in gone["deliveries"]] == [sent["message_id"]]
+    out = _simple_drain(cluster, "PyGone", "PyGoneGroup", {sent["message_id"]})
+    (back,) = out["deliveries"]
+    assert back["attempt"] == 2
+
+
+def test_change_invisible_duration_delays_redelivery(cluster):
+    (sent,) = _produce(cluster, "PyChange", 1)
+    out = _consume(cluster, "simple", "PyChange", "PyChangeGroup", 1, "--invisible", "10",
+                   "--change-to", "14", "--await-seconds", "2", timeout=60)  # fmt: skip
+    deliveries = [d for d in out["deliveries"] if d["message_id"] == sent["message_id"]]
+    assert len(deliveries) == 2 and deliveries[0].get("changed"), out
+    back = deliveries[1]
+    # not before the new duration (the old 10 s would have brought it back earlier) ...
+    assert back["since_change"] >= 13.5, back
+    # ... and not much after it
+    assert back["since_change"] < 14 + 10, back
+    assert back["attempt"] == 2 and set(out["acked"]) == {sent["message_id"]}
+
+
+def test_push_consumer_retries_a_failed_message(cluster):
+    sent = _produce(cluster, "PyPushRetry", 3)
+    ids = {s["message_id"] for s in sent}
+    out = _consume(cluster, "push", "PyPushRetry", "PyPushRetryGroup", 3, "--fail-once",
+                   timeout=60)  # fmt: skip
+    assert set(out["succeeded"]) == ids, out
+    for message_id in ids:
+        mine = [d for d in out["deliveries"] if d["message_id"] == message_id]
+        assert [d["result"] for d in mine] == ["FAILURE", "SUCCESS"], mine
+        assert [d["attempt"] for d in mine] == [1, 2], mine
+        # nacked with the group's first backoff (10 s), not redelivered at once
+        assert mine[1]["at"] - mine[0]["at"] >= 9, mine
+
+
+def test_push_consumer_messages_are_renewed_while_in_work(cluster):
+    """The listener works 14 s, longer than defaultInvisibleTimeMills (10 s): the
+    proxy's renewal keeps the message invisible, so it is delivered exactly once."""
+    (sent,) = _produce(cluster, "PyRenew", 1)
+    out = _consume(cluster, "push", "PyRenew", "PyRenewGroup", 1, "--work-ms", "14000",
+                   timeout=60)  # fmt: skip
+    assert set(out["succeeded"]) == {sent["message_id"]}, out
+    assert [d["attempt"] for d in out["deliveries"]] == [1], out
+
+
+def test_push_consumer_keeps_fifo_order_per_message_group(cluster):
+    groups = ("g-a", "g-b")
+    sent: dict[str, list[str]] = {}
+    for g in groups:
+        sent[g] = [s["message_id"] for s in _produce(cluster, "PyPushFifo", 4,
+                                                      "--message-group", g)]  # fmt: skip
+    out = _consume(cluster, "push", "PyPushFifo", ORDERLY_GROUP, 8, "--fail-once", timeout=90)
+    assert out["fifo"] is True, "the proxy's Settings must tell the client the group is FIFO"
+    assert set(out["succeeded"]) == {i for ids in sent.values() for i in ids}, out
+    for g in groups:
+        seen = [d for d in out["deliveries"] if d["group"] == g]
+        # each message is retried in place before the next one of its group is seen
+        order = [d["message_id"] for d in seen if d["result"] == "SUCCESS"]
+        assert order == sent[g], (g, seen)
+        firsts = [d["message_id"] for d in seen if d["result"] == "FAILURE"]
+        assert firsts == sent[g]
+
+
+def test_delay_messages_are_consumed_after_their_time(cluster):
+    (sent,) = _produce(cluster, "PyDelayConsume", 1, "--delay-seconds", "3")
+    out = _simple_drain(cluster, "PyDelayConsume", "PyDelayGroup", {sent["message_id"]})
+    assert out["deliveries"][0]["at"] >= 1.0  # held back (level 2: 5 s after sending)
+
+
+def test_transaction_commit_and_rollback(cluster):
+    commit = _drive(cluster, "transaction", "--endpoint", cluster["endpoint"], "--topic", "PyTx",
+                    "--resolution", "commit")  # fmt: skip
+    assert commit["errors"] == [] and commit["sent"][0]["transaction_id"], commit
+    rollback = _drive(cluster, "transaction", "--endpoint", cluster["endpoint"],
+                      "--topic", "PyTx", "--resolution", "rollback")  # fmt: skip
+    assert rollback["errors"] == [], rollback
+    committed = commit["sent"][0]["message_id"]
+    out = _simple_drain(cluster, "PyTx", "PyTxGroup", {committed})
+    assert rollback["sent"][0]["message_id"] not in {d["message_id"] for d in out["deliveries"]}
+    assert commit["checked"] == [] and rollback["checked"] == []
+
+
+def test_transaction_left_unknown_is_checked_and_committed(cluster):
+    """No commit or rollback: the broker's check reaches the producer through the
+    proxy (Telemetry recover_orphaned_transaction_command), the checker commits."""
+    result = _drive(cluster, "transaction", "--endpoint", cluster["endpoint"], "--topic",
+                    "PyTx", "--resolution", "unknown", "--check-result", "commit",
+                    "--timeout", "40", timeout=90)  # fmt: skip
+    assert result["errors"] == [], result
+    (sent,) = result["sent"]
+    assert result["checked"] and result["checked"][0]["message_id"] == sent["message_id"]
+    assert result["checked"][0]["body"] == sent["body"]
+    _simple_drain(cluster, "PyTx", "PyTxCheckGroup", {sent["message_id"]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -232,3 +233,12 @@ def test_order_locks_block_until_acked_or_expired():
     assert locks.ack(key, 4) == 3  # 3 still unacked: progress stays before it
     assert locks.ack(key, 3) == 5  # all acked: continue after the batch
     assert len(locks) == 0 and locks.ack(key, 3) is None
+
+
+def test_an_oversized_batch_ack_bitset_is_refused_before_it_is_expanded():
+    from ledgermq.broker.pop.handle import MAX_BIT, bitset_from_base64, bitset_to_base64
+
+    assert bitset_from_base64(bitset_to_base64([0, MAX_BIT])) == [0, MAX_BIT]
+    huge = base64.b64encode(b"\xff" * ((MAX_BIT + 1) // 8 * 4)).decode()
+    with pytest.raises(HandleError, match="longer than"):
+        bitset_from_base64(huge)

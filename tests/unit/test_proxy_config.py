@@ -38,8 +38,9 @@ def test_json_file_with_rocketmq_keys(tmp_path):
     c = load_proxy_config(path)
     assert (c.rocketmq_cluster_name, c.grpc_server_port, c.max_message_size) == ("C1", 9081, 1024)
     assert c.namesrv_addr == "10.0.0.1:9876;10.0.0.2:9876"
-    assert ignored_keys_in({"enableProxyAutoRenew": "true", "grpcServerPort": "1"}) == [
-        "enableProxyAutoRenew"
+    assert c.enable_proxy_auto_renew is True
+    assert ignored_keys_in({"tlsTestModeEnable": "true", "grpcServerPort": "1"}) == [
+        "tlsTestModeEnable"
     ]
 
 

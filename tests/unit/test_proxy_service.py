@@ -52,6 +52,26 @@ class FakeBackend:
     def publish_topics(self, topics):
         self.published |= topics
 
+    # consumption
+    popped: list = []  # noqa: RUF012 - set per test
+    orderly = False
+
+    async def is_orderly_group(self, group, topic):
+        return self.orderly
+
+    async def pop(self, req):
+        self.pops = [*getattr(self, "pops", []), req]
+        return list(self.popped)
+
+    async def ack(self, group, topic, handle):
+        self.acked = [*getattr(self, "acked", []), handle]
+
+    async def change_invisible(self, group, topic, handle, invisible_ms):
+        return handle.renewed(handle.info.pop_time + 1, invisible_ms, handle.info.revive_qid)
+
+    async def forward_to_dlq(self, group, topic, handle, message_id):
+        self.dlq = [*getattr(self, "dlq", []), (handle, message_id)]
+
 
 @pytest.fixture
 async def proxy():
@@ -205,9 +225,14 @@ async def test_heartbeat_termination_and_unwired_rpcs(proxy):
     assert bad_group.status.code == Code.ILLEGAL_CONSUMER_GROUP
 
     ack = await stub.AckMessage(
-        svc.AckMessageRequest(entries=[svc.AckMessageEntry(message_id="m", receipt_handle="r")])
+        svc.AckMessageRequest(
+            group=pb.Resource(name="G"),
+            topic=pb.Resource(name="T"),
+            entries=[svc.AckMessageEntry(message_id="m", receipt_handle="r")],
+        )
     )
-    assert ack.status.code == Code.NOT_IMPLEMENTED and ack.entries[0].receipt_handle == "r"
+    assert ack.status.code == Code.INVALID_RECEIPT_HANDLE and ack.entries[0].receipt_handle == "r"
+    assert "8 or 9" in ack.entries[0].status.message
     receive = stub.ReceiveMessage(
         svc.ReceiveMessageRequest(
             group=pb.Resource(name="G"),
@@ -215,8 +240,7 @@ async def test_heartbeat_termination_and_unwired_rpcs(proxy):
         )
     )
     replies = [r async for r in receive]
-    assert len(replies) == 1 and replies[0].status.code == Code.NOT_IMPLEMENTED
-    assert "POP" in replies[0].status.message
+    assert len(replies) == 1 and replies[0].status.code == Code.ILLEGAL_INVISIBLE_TIME
     assignment = await stub.QueryAssignment(
         svc.QueryAssignmentRequest(
             topic=pb.Resource(name="T"), group=pb.Resource(name="G"), endpoints=_endpoints(1)
@@ -236,3 +260,142 @@ def test_idle_sessions_expire_but_connected_ones_stay():
     now[0] = 500.0
     assert sessions.expire(120.0) == ["gone"]
     assert set(sessions.sessions) == {"live"} and live.connected
+
+
+def _popped(offset=7, reconsume=0, pop_time=1_000):
+    from ledgermq.broker.pop.handle import ExtraInfo
+    from ledgermq.proxy.backend import PoppedMessage
+    from ledgermq.proxy.receipt import ReceiptHandle
+
+    msg = MessageExt(
+        topic="T",
+        body=b"payload",
+        properties={"UNIQ_KEY": f"ID{offset}", "TAGS": "a", "__SHARDINGKEY": "g1"},
+        queue_id=2,
+        queue_offset=offset,
+        commit_log_offset=4096,
+        reconsume_times=reconsume,
+        born_host=("127.0.0.1", 1),
+        store_host=("127.0.0.1", 2),
+    )
+    handle = ReceiptHandle(ExtraInfo(offset, pop_time, 30_000, 3, "0", "broker-a", 2, offset), 4096)
+    return PoppedMessage(msg, handle)
+
+
+def _receive_request(**kw):
+    from google.protobuf.duration_pb2 import Duration
+
+    req = svc.ReceiveMessageRequest(
+        group=pb.Resource(name="G"),
+        message_queue=pb.MessageQueue(
+            topic=pb.Resource(name="T"), id=3, broker=pb.Broker(name="broker-a")
+        ),
+        batch_size=8,
+        long_polling_timeout=Duration(seconds=5),
+        **kw,
+    )
+    return req
+
+
+async def test_receive_streams_status_timestamp_then_messages(proxy):
+    import hashlib
+
+    from google.protobuf.duration_pb2 import Duration
+
+    stub, backend, _, _ = proxy
+    backend.popped = [_popped(7), _popped(8, reconsume=2)]
+    backend.orderly = True
+    req = _receive_request(invisible_duration=Duration(seconds=15), attempt_id="att-1")
+    replies = [r async for r in stub.ReceiveMessage(req, metadata=META, timeout=30)]
+    kinds = [r.WhichOneof("content") for r in replies]
+    assert kinds == ["status", "delivery_timestamp", "message", "message"]
+    assert replies[0].status.code == Code.OK
+    (pop,) = backend.pops
+    assert (pop.broker_name, pop.invisible_ms, pop.poll_ms, pop.batch_size) == (
+        "broker-a",
+        15_000,
+        5_000,
+        8,
+    )
+    assert pop.order and pop.attempt_id == "att-1"
+    sp = replies[3].message.system_properties
+    assert sp.receipt_handle == "8 1000 30000 3 0 broker-a 2 8 4096"
+    assert sp.delivery_attempt == 3 and sp.message_group == "g1" and sp.message_id == "ID8"
+    assert sp.body_digest.type == pb.MD5
+    assert sp.body_digest.checksum == hashlib.md5(b"payload").hexdigest().upper()
+    assert sp.body_encoding == pb.IDENTITY and sp.queue_offset == 8
+
+
+async def test_receive_without_messages_is_one_not_found_status(proxy):
+    from google.protobuf.duration_pb2 import Duration
+
+    stub, backend, _, _ = proxy
+    backend.popped = []
+    req = _receive_request(invisible_duration=Duration(seconds=15))
+    replies = [r async for r in stub.ReceiveMessage(req, metadata=META, timeout=30)]
+    assert [r.status.code for r in replies] == [Code.MESSAGE_NOT_FOUND]
+
+
+async def test_push_receive_is_renewed_and_ack_uses_the_newest_handle(proxy):
+    stub, backend, service, _ = proxy
+    backend.popped = [_popped(7, pop_time=int(__import__("time").time() * 1000) - 25_000)]
+    req = _receive_request(auto_renew=True)
+    replies = [r async for r in stub.ReceiveMessage(req, metadata=META, timeout=30)]
+    handle = replies[2].message.system_properties.receipt_handle
+    assert backend.pops[-1].invisible_ms == ProxyConfig().default_invisible_time_mills
+    assert len(service.renewer) == 1
+    assert await service.renewer.renew_due() == 1  # 5 s left, inside renewAhead (10 s)
+    ack = await stub.AckMessage(
+        svc.AckMessageRequest(
+            group=pb.Resource(name="G"),
+            topic=pb.Resource(name="T"),
+            entries=[svc.AckMessageEntry(message_id="ID7", receipt_handle=handle)],
+        ),
+        metadata=META,
+    )
+    assert ack.status.code == Code.OK and ack.entries[0].receipt_handle == handle
+    (acked,) = backend.acked
+    assert acked.encode() != handle and acked.info.invisible_time == 60_000
+    assert len(service.renewer) == 0
+
+
+async def test_change_invisible_returns_a_new_handle_and_dlq_forwards(proxy):
+    from google.protobuf.duration_pb2 import Duration
+
+    stub, backend, _, _ = proxy
+    handle = _popped(7).handle.encode()
+    changed = await stub.ChangeInvisibleDuration(
+        svc.ChangeInvisibleDurationRequest(
+            group=pb.Resource(name="G"),
+            topic=pb.Resource(name="T"),
+            receipt_handle=handle,
+            invisible_duration=Duration(seconds=12),
+            message_id="ID7",
+        ),
+        metadata=META,
+    )
+    assert changed.status.code == Code.OK
+    assert changed.receipt_handle and changed.receipt_handle != handle
+    assert changed.receipt_handle.split(" ")[2] == "12000"
+    fwd = await stub.ForwardMessageToDeadLetterQueue(
+        svc.ForwardMessageToDeadLetterQueueRequest(
+            group=pb.Resource(name="G"),
+            topic=pb.Resource(name="T"),
+            receipt_handle=changed.receipt_handle,
+            message_id="ID7",
+            delivery_attempt=17,
+            max_delivery_attempts=16,
+        ),
+        metadata=META,
+    )
+    assert fwd.status.code == Code.OK and backend.dlq[0][1] == "ID7"
+    bad = await stub.ChangeInvisibleDuration(
+        svc.ChangeInvisibleDurationRequest(
+            group=pb.Resource(name="G"),
+            topic=pb.Resource(name="T"),
+            receipt_handle="garbage",
+            invisible_duration=Duration(seconds=12),
+        ),
+        metadata=META,
+    )
+    assert bad.status.code == Code.INVALID_RECEIPT_HANDLE and "receipt handle" in bad.status.message

@@ -276,12 +276,15 @@ class Broker:
             loop.create_task(self._register_loop(), name="broker-register"),
             loop.create_task(
                 self._periodic(
-                    self._flush_offsets, self.config.flush_consumer_offset_interval / 1000
+                    lambda: self._after_log_durable(self._flush_offsets),
+                    self.config.flush_consumer_offset_interval / 1000,
                 ),
                 name="broker-offsets",
             ),
             loop.create_task(
-                self._periodic(self.schedule.flush, _DELAY_OFFSET_FLUSH_S),
+                self._periodic(
+                    lambda: self._after_log_durable(self.schedule.flush), _DELAY_OFFSET_FLUSH_S
+                ),
                 name="broker-delay-offsets",
             ),
             loop.create_task(
@@ -477,6 +480,14 @@ class Broker:
 
     def _flush_offsets(self) -> None:
         self.consumer_offsets.flush()
+
+    async def _after_log_durable(self, save: Callable[[], None]) -> None:
+        """Saves progress only once the CommitLog records it covers are on disk: a pop's
+        checkpoint, a revived or re-put copy, a transaction's check copy. Saved first,
+        an ASYNC_FLUSH power loss would keep the progress and lose the records, and the
+        messages behind them would never come back."""
+        await self.store.store.flush()
+        save()
 
     async def _register_loop(self) -> None:
         assert self._register_wanted is not None

@@ -1,4 +1,5 @@
-"""`ledgermq bench produce|consume`: throughput and latency from a client process.
+"""`ledgermq bench produce|consume|proxy-produce`: throughput and latency from a client
+process (proxy-produce, SendMessage through the gRPC proxy, is in cli/bench_proxy.py).
 
 The benchmark always runs as its own process (this command), never inside the broker,
 and states what it measured under: message size, requests in flight, batch size and the
@@ -32,6 +33,9 @@ class BenchResult:
     inflight: int
     batch: int
     flush_disk_type: str
+    # CPU seconds this client process spent in the measured window (not startup), so
+    # a comparison can tell client cost from server cost.
+    cpu_s: float = 0.0
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -138,8 +142,10 @@ async def bench_produce(args: argparse.Namespace) -> BenchResult:
 
     progress.start()
     started = time.monotonic()
+    cpu_started = time.process_time()
     await asyncio.gather(*(worker() for _ in range(args.inflight)))
     elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu_started
     progress.stop()
     await producer.shutdown()
     latencies.sort()
@@ -158,6 +164,7 @@ async def bench_produce(args: argparse.Namespace) -> BenchResult:
         inflight=args.inflight,
         batch=args.batch,
         flush_disk_type=await _flush_mode(args.namesrv, args.topic),
+        cpu_s=round(cpu, 3),
     )
 
 
@@ -221,6 +228,9 @@ async def bench_consume(args: argparse.Namespace) -> BenchResult:
 def run(command: str, argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ledgermq bench")
     sub = parser.add_subparsers(dest="mode", required=True)
+    from ledgermq.cli import bench_proxy
+
+    bench_proxy.add_arguments(sub.add_parser("proxy-produce"))
     for mode in ("produce", "consume"):
         p = sub.add_parser(mode)
         p.add_argument("-n", "--namesrv", required=True, help="NameServer address list")
@@ -238,9 +248,14 @@ def run(command: str, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.mode == "produce" and (args.inflight < 1 or args.batch < 1 or args.size < 1):
         parser.error("--inflight, --batch and --size must be at least 1")
-    result = run_async(
-        lambda: bench_produce(args) if args.mode == "produce" else bench_consume(args)
-    )
+    if args.mode == "proxy-produce" and (args.inflight < 1 or args.channels < 1 or args.size < 1):
+        parser.error("--inflight, --channels and --size must be at least 1")
+    modes = {
+        "produce": bench_produce,
+        "consume": bench_consume,
+        "proxy-produce": bench_proxy.bench_proxy_produce,
+    }
+    result = run_async(lambda: modes[args.mode](args))
     if args.json:
         print(json.dumps(asdict(result)))
     else:

@@ -117,10 +117,8 @@ def run(command: str, argv: list[str]) -> int:
             if args.print_config:
                 _print_config(config)
                 return 0
-            if args.enable_proxy:
-                # grpc.aio needs the standard asyncio loop, not uvloop.
-                return asyncio.run(_serve_broker(config, True, args.proxy_config))
-            return run_async(lambda: _serve_broker(config))
+            # uvloop also with --enable-proxy: grpc.aio runs on it (see cli/proxy.py).
+            return run_async(lambda: _serve_broker(config, args.enable_proxy, args.proxy_config))
         return run_async(lambda: _quickstart(args))
     except ConfigError as exc:
         print(f"ledgermq {command}: {exc}", file=sys.stderr)
@@ -160,7 +158,7 @@ async def _serve_broker(
         from ledgermq.proxy.local import start_local_proxy
 
         try:
-            proxy = await start_local_proxy(config, proxy_config)
+            proxy = await start_local_proxy(config, proxy_config, broker)
         except OSError as exc:
             await broker.stop()
             raise StartupError(f"cannot start the gRPC proxy: {exc.strerror or exc}") from exc

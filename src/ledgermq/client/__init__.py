@@ -26,7 +26,9 @@ from ledgermq.client.message import (
 )
 from ledgermq.client.producer import Producer, select_by_hash
 from ledgermq.client.push_consumer import PushConsumer
+from ledgermq.client.simple_consumer import ReceivedMessage, SimpleConsumer
 from ledgermq.client.sync import SyncProducer
+from ledgermq.client.transaction import LocalTransactionState, TransactionProducer
 
 __all__ = [
     "AdminClient",
@@ -36,6 +38,7 @@ __all__ = [
     "ConsumeResult",
     "ConsumeStats",
     "LitePullConsumer",
+    "LocalTransactionState",
     "MQBrokerError",
     "MQClientError",
     "Message",
@@ -44,10 +47,13 @@ __all__ = [
     "OrderlyResult",
     "Producer",
     "PushConsumer",
+    "ReceivedMessage",
     "SendResult",
     "SendStatus",
+    "SimpleConsumer",
     "SyncProducer",
     "TopicOffset",
+    "TransactionProducer",
     "allocate_averagely",
     "allocate_by_circle",
     "select_by_hash",

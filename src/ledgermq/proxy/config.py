@@ -23,8 +23,6 @@ IGNORED_KEYS = frozenset(
     {
         "remotingListenPort",
         "enableRemotingLocalProxyGrpc",
-        "channelExpiredInSeconds",
-        "enableProxyAutoRenew",
         "tlsTestModeEnable",
         "tlsKeyPath",
         "tlsCertPath",
@@ -69,6 +67,19 @@ class ProxyConfig:
     default_invisible_time_mills: int = setting(60_000, minimum=10_000, maximum=43_200_000)
     grpc_client_consumer_min_long_polling_timeout_millis: int = setting(5_000, minimum=0)
     grpc_client_consumer_max_long_polling_timeout_millis: int = setting(20_000, minimum=0)
+    # receive/change invisible time limits (ILLEGAL_INVISIBLE_TIME outside them)
+    min_invisible_time_mills_for_recv: int = setting(10_000, minimum=0)
+    max_invisible_time_mills: int = setting(43_200_000, minimum=1)
+    # Push consumers (auto_renew) get defaultInvisibleTimeMills and the proxy keeps
+    # renewing each unacked message: `renewAheadTimeMillis` before it would expire,
+    # checked every `renewSchedulePeriodMillis`, for at most `renewMaxTimeMillis`.
+    enable_proxy_auto_renew: bool = True
+    renew_ahead_time_millis: int = setting(10_000, minimum=0)
+    renew_schedule_period_millis: int = setting(5_000, minimum=50)
+    renew_max_time_millis: int = setting(3 * 3_600_000, minimum=1)
+    # A client with no Telemetry stream and no call for this long is gone: the proxy
+    # stops renewing its messages (they become visible again) and forgets it.
+    channel_expired_in_seconds: int = setting(120, minimum=1)
     grpc_client_producer_max_attempts: int = setting(3, minimum=1)
     grpc_client_producer_backoff_initial_millis: int = setting(10, minimum=0)
     grpc_client_producer_backoff_max_millis: int = setting(1_000, minimum=0)

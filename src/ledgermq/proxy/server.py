@@ -16,15 +16,12 @@ from ledgermq.proxy.service import MessagingService
 
 log = logging.getLogger(__name__)
 
-# A client that closed its Telemetry stream and made no call for this long (it died
-# without NotifyClientTermination) is forgotten.
-SESSION_IDLE_SECONDS = 120.0
-
 
 class ProxyServer:
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(self, config: ProxyConfig, backend: ClusterBackend | None = None) -> None:
         self.config = config
-        self.backend = ClusterBackend(config)
+        # local mode passes a LocalBackend (proxy/local_backend.py)
+        self.backend = backend if backend is not None else ClusterBackend(config)
         self.advertise = AdvertisedEndpoint(config.advertised_host, config.grpc_server_port)
         self.service = MessagingService(config, self.backend, self.advertise)
         self._server: grpc.aio.Server | None = None
@@ -59,15 +56,20 @@ class ProxyServer:
         await server.start()
         self._server = server
         self._janitor = asyncio.create_task(self._expire_sessions())
+        self.service.renewer.start()
         log.info("gRPC proxy listening on %s", self.address)
 
     async def _expire_sessions(self) -> None:
+        # A client that closed its Telemetry stream and made no call for
+        # channelExpiredInSeconds (it died without NotifyClientTermination) is forgotten.
+        idle = float(self.config.channel_expired_in_seconds)
         while True:
-            await asyncio.sleep(SESSION_IDLE_SECONDS / 4)
-            for client_id in self.service.sessions.expire(SESSION_IDLE_SECONDS):
+            await asyncio.sleep(max(0.5, idle / 4))
+            for client_id in self.service.sessions.expire(idle):
                 log.info("forgot idle client %s", client_id)
 
     async def stop(self, grace: float = 1.0) -> None:
+        await self.service.renewer.stop()
         if self._janitor is not None:
             self._janitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

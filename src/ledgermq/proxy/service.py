@@ -20,6 +20,7 @@ from ledgermq.proxy.config import ProxyConfig
 from ledgermq.proxy.message_codec import SendLimits
 from ledgermq.proxy.protocol import service_pb2 as svc
 from ledgermq.proxy.protocol import service_pb2_grpc as svc_grpc
+from ledgermq.proxy.renew import HandleRenewer, RenewPolicy
 from ledgermq.proxy.sessions import ClientSessions
 from ledgermq.proxy.status import Code, ProxyError, not_implemented, status
 
@@ -64,9 +65,20 @@ class MessagingService(svc_grpc.MessagingServiceServicer):
         )
         self.route = RouteActivity(backend, advertise)
         self.send = SendActivity(backend, limits)
-        self.client = ClientActivity(backend, self.sessions, config)
         self.transaction = TransactionActivity(backend, self.sessions)
-        self.consume = ConsumeActivity()
+        sessions = self.sessions
+        self.renewer = HandleRenewer(
+            backend.change_invisible,
+            RenewPolicy(
+                slice_ms=config.default_invisible_time_mills,
+                ahead_ms=config.renew_ahead_time_millis,
+                max_ms=config.renew_max_time_millis,
+                period_s=config.renew_schedule_period_millis / 1000,
+            ),
+            client_online=lambda cid: sessions.is_online(cid, config.channel_expired_in_seconds),
+        )
+        self.client = ClientActivity(backend, self.sessions, config, self.renewer)
+        self.consume = ConsumeActivity(backend, config, self.renewer, self.sessions)
 
     # routing
     async def QueryRoute(self, request: Any, context: Any) -> svc.QueryRouteResponse:

@@ -62,6 +62,15 @@ class ClientSessions:
     def close_stream(self, session: ClientSession, outbox: asyncio.Queue) -> None:
         if outbox in session.streams:
             session.streams.remove(outbox)
+        # the silence that makes a client "gone" counts from here
+        session.last_seen = self._clock()
+
+    def is_online(self, client_id: str, expire_seconds: float) -> bool:
+        """Known, and either holding a Telemetry stream or heard from recently."""
+        session = self.sessions.get(client_id)
+        if session is None:
+            return False
+        return session.connected or self._clock() - session.last_seen <= expire_seconds
 
     def apply_settings(self, session: ClientSession, settings: pb.Settings) -> None:
         session.settings = settings

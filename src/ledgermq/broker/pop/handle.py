@@ -30,6 +30,7 @@ _INT_MAX = (1 << 31) - 1
 # a batch-ack bit is an offset relative to its checkpoint's start; a checkpoint spans at
 # most a few thousand offsets even with a tag filter, so this bounds the bitset's size
 MAX_BIT = (1 << 20) - 1
+_MAX_BITSET_BASE64 = 4 * ((MAX_BIT + 1) // 8 + 2) // 3 + 4  # base64 of MAX_BIT + 1 bits
 
 
 class HandleError(ValueError):
@@ -217,6 +218,10 @@ def bitset_to_base64(positions: Iterable[int]) -> str:
 
 
 def bitset_from_base64(text: str) -> list[int]:
+    # checked before decoding: a frame's worth of base64 would otherwise become a list
+    # of a hundred million ints
+    if len(text) > _MAX_BITSET_BASE64:
+        raise HandleError(f"bitSet longer than {MAX_BIT + 1} bits")
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

@@ -88,12 +88,16 @@ class PopService:
     # --- master/slave ----------------------------------------------------------------------
     def start_revive(self) -> None:
         """On the master only: checkpoints are revived (and written) by whoever writes."""
+        # a new term: the table holds everything applied (the broker waited for that),
+        # and commits proposed in an earlier term may never apply
+        self._unapplied.clear()
         self._b.topic_config.create_system_group_topic(
             self.revive_topic, self.revive_queue_num, t.PERM_READ | t.PERM_WRITE
         )
         self.revive.start()
 
     def stop_revive(self) -> None:
+        self._unapplied.clear()
         if self.revive.running:
             # kept: a task nobody references may be collected before it finishes
             self._stopping = asyncio.get_running_loop().create_task(
@@ -126,9 +130,20 @@ class PopService:
         return pending
 
     def commit(self, group: str, topic: str, queue_id: int, offset: int) -> None:
-        self._b.commit_offset(group, topic, queue_id, offset)
-        if self._b.consumer_offsets.query(group, topic, queue_id) != offset:
-            self._unapplied[(group, topic, queue_id)] = offset
+        committed = self._b.commit_offset(group, topic, queue_id, offset, wait=True)
+        if self._b.consumer_offsets.query(group, topic, queue_id) == offset:
+            return
+        key = (group, topic, queue_id)
+        self._unapplied[key] = offset
+        if committed is not None:
+            committed.add_done_callback(lambda f: self._commit_settled(key, offset, f))
+
+    def _commit_settled(self, key: tuple[str, str, int], offset: int, f: asyncio.Future) -> None:
+        # a commit the log refused (or lost with its term) never reaches the table: a
+        # stale entry here would make pops skip the messages between the two offsets
+        failed = f.cancelled() or f.exception() is not None
+        if failed and self._unapplied.get(key) == offset:
+            del self._unapplied[key]
 
     # --- events ------------------------------------------------------------------------
     def notify_arrival(self, topic: str) -> None:

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from ledgermq.broker.broker import Broker
 
 MAX_POP_NUMS = 32  # a checkpoint covers at most 32 messages (RocketMQ's bitmap)
+# the proxy's limit (12 h): a checkpoint holds revive progress back until it is due,
+# so an unbounded invisible time would pin the revive queue (and its replay) forever
+MAX_INVISIBLE_MS = 12 * 3600 * 1000
 INIT_MODE_MIN = 0  # ConsumeInitMode: a group without progress starts at the queue's start
 # RocketMQ: a request that waited in the client or network this much longer than its
 # own poll time is answered POLLING_TIMEOUT (the client gave up on it already)
@@ -136,8 +139,11 @@ class PopProcessor:
                 ResponseCode.INVALID_PARAMETER,
                 f"the broker[{b.address}] pop message's num {max_nums} is not in [1, 32]",
             )
-        if invisible <= 0 or poll_time < 0:
-            raise _bad(ResponseCode.INVALID_PARAMETER, "invisibleTime must be > 0, pollTime >= 0")
+        if not 0 < invisible <= MAX_INVISIBLE_MS or poll_time < 0:
+            raise _bad(
+                ResponseCode.INVALID_PARAMETER,
+                f"invisibleTime must be in (0, {MAX_INVISIBLE_MS}] ms, pollTime >= 0",
+            )
         if born_time > 0 and b.clock_ms() - born_time - poll_time > _EXPIRED_SLACK_MS:
             raise _bad(
                 ResponseCode.POLLING_TIMEOUT,
@@ -455,6 +461,11 @@ class PopProcessor:
         invisible = req_int(cmd, "invisibleTime")
         if invisible < 0:
             raise _bad(ResponseCode.INVALID_PARAMETER, "invisibleTime must not be negative")
+        if invisible > MAX_INVISIBLE_MS:
+            raise _bad(
+                ResponseCode.INVALID_PARAMETER,
+                f"invisibleTime must be at most {MAX_INVISIBLE_MS} ms",
+            )
         now = self._b.clock_ms()
         if info.is_order:
             pop_time = self._b.pop.order.change_invisible(
@@ -469,7 +480,10 @@ class PopProcessor:
             }
             return cmd.make_response(ResponseCode.SUCCESS, None, header)
         # a new checkpoint for this one message first, then the ack of the old one: a
-        # crash in between redelivers (twice at worst), never loses it
+        # crash in between redelivers (twice at worst), never loses it. Its pop time
+        # must differ from the old one's: a checkpoint is known by (queue offset, pop
+        # time), and a twin would be dropped as a duplicate, then struck by the ack
+        now = max(now, info.pop_time + 1)
         new_ck = CheckPoint(
             topic, group, queue_id, offset, now, invisible, [0], self._b.config.broker_name
         )
@@ -559,6 +573,9 @@ class PopProcessor:
         topic = req_str(cmd, "topic")
         queue_id = get_int(cmd, "queueId", -1)
         poll_time = get_int(cmd, "pollTime", 0) or 0
+        # a FIFO consumer asks about queues it may pop: one blocked by an unacked
+        # batch has nothing for it (else it would spin on hasMsg=true)
+        order = (cmd.ext_fields.get("order") or "").lower() == "true"
         topic_cfg = self._b.topic_config.get(topic)
         if topic_cfg is None:
             raise _bad(
@@ -575,6 +592,10 @@ class PopProcessor:
         retry_cfg = self._b.topic_config.get(retry)
         if retry_cfg is not None:
             targets += [(retry, q) for q in range(retry_cfg.read_queue_nums)]
+        if order:
+            now = self._b.clock_ms()
+            blocked = self._b.pop.order.blocked
+            targets = [(tp, q) for tp, q in targets if not blocked((tp, group, q), now, None)]
         if self._has_message(group, targets) or poll_time <= 0:
             return self._notify_answer(cmd, self._has_message(group, targets))
         return self._notify_poll(cmd, group, (topic, retry), targets, poll_time)

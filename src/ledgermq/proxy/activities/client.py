@@ -12,6 +12,7 @@ from ledgermq.proxy.backend import ClusterBackend
 from ledgermq.proxy.config import ProxyConfig
 from ledgermq.proxy.protocol import definition_pb2 as pb
 from ledgermq.proxy.protocol import service_pb2 as svc
+from ledgermq.proxy.renew import HandleRenewer
 from ledgermq.proxy.sessions import ClientSessions
 from ledgermq.proxy.settings import settings_reply
 from ledgermq.proxy.status import Code, ok, status
@@ -21,11 +22,16 @@ log = logging.getLogger(__name__)
 
 class ClientActivity:
     def __init__(
-        self, backend: ClusterBackend, sessions: ClientSessions, config: ProxyConfig
+        self,
+        backend: ClusterBackend,
+        sessions: ClientSessions,
+        config: ProxyConfig,
+        renewer: HandleRenewer | None = None,
     ) -> None:
         self._backend = backend
         self._sessions = sessions
         self._config = config
+        self._renewer = renewer
 
     async def heartbeat(self, req: svc.HeartbeatRequest, ctx: CallContext) -> svc.HeartbeatResponse:
         if req.HasField("group") and req.group.name:
@@ -43,6 +49,9 @@ class ClientActivity:
     ) -> svc.NotifyClientTerminationResponse:
         if ctx.client_id:
             self._sessions.terminate(ctx.client_id)
+            if self._renewer is not None:
+                # its unacked messages become visible again when their time runs out
+                self._renewer.drop_client(ctx.client_id)
         return svc.NotifyClientTerminationResponse(status=ok())
 
     async def telemetry(
@@ -73,6 +82,18 @@ class ClientActivity:
             reader.cancel()
             self._sessions.close_stream(session, outbox)
 
+    async def _orderly(self, settings: pb.Settings) -> bool:
+        """subscription.fifo for a consumer: its group's consumeMessageOrderly, which
+        makes the Python/Java push consumers consume each message group in order."""
+        if settings.WhichOneof("pub_sub") != "subscription":
+            return False
+        sub = settings.subscription
+        group = sub.group.name
+        for entry in sub.subscriptions:
+            if group and entry.topic.name:
+                return await self._backend.is_orderly_group(group, entry.topic.name)
+        return False
+
     async def _read(self, requests, session, outbox: asyncio.Queue) -> None:
         async for command in requests:
             which = command.WhichOneof("command")
@@ -80,7 +101,8 @@ class ClientActivity:
                 self._sessions.apply_settings(session, command.settings)
                 if session.client_type == pb.PRODUCER and session.publishing_topics:
                     self._backend.publish_topics(session.publishing_topics)
-                reply = settings_reply(command.settings, self._config)
+                fifo = await self._orderly(command.settings)
+                reply = settings_reply(command.settings, self._config, fifo=fifo)
                 outbox.put_nowait(svc.TelemetryCommand(status=ok(), settings=reply))
             elif which in ("thread_stack_trace", "verify_message_result"):
                 log.info("client %s answered %s", session.client_id, which)

@@ -33,9 +33,10 @@ class RouteActivity:
         validation.check_group(req.group.name)
         endpoint = self._advertise.for_request(req.endpoints)
         route = await self._backend.route(req.topic.name)
-        # Orderly groups get one assignment per queue; that needs the subscription
-        # group config, which arrives with the POP work -- until then, -1 (all queues).
-        assignments = assignment_queues(req.topic, route, endpoint, fifo=False)
+        # Orderly groups get one assignment per queue (as the Java proxy does), others
+        # one per broker with queue id -1.
+        fifo = await self._backend.is_orderly_group(req.group.name, req.topic.name)
+        assignments = assignment_queues(req.topic, route, endpoint, fifo=fifo)
         if not assignments:
             raise ProxyError(Code.FORBIDDEN, f"topic {req.topic.name!r} has no readable queue")
         return svc.QueryAssignmentResponse(status=ok(), assignments=assignments)
