@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -14,22 +15,52 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports handed out so far (never twice in one test run), drawn below the kernel's
+# ephemeral range: a port picked there and released could be given to any socket
+# bound to port 0 (a broker's listen port, a client's connection) before the server
+# it was picked for binds it (seen as "address already in use" in CI).
+_PORT_LOW = 20000
+_PORT_HIGH = max(_PORT_LOW + 1000, min(_ephemeral_start(), 32768))
+_handed_out: set[int] = set()
+_rng = random.Random()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(500):
+        port = _rng.randrange(_PORT_LOW, _PORT_HIGH)
+        if port in _handed_out:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in [{_PORT_LOW}, {_PORT_HIGH})")
 
 
 def free_port_pair() -> int:
     """A port p with p+1 also free (brokers use listenPort+1 for HA later)."""
     for _ in range(50):
         port = free_port()
+        if port + 1 in _handed_out or port + 1 >= _PORT_HIGH:
+            continue
         try:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", port + 1))
-            return port
         except OSError:
             continue
+        _handed_out.add(port + 1)
+        return port
     raise RuntimeError("no free port pair")
 
 

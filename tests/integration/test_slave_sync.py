@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode, ResponseCode
 from ledgermq.remoting.connection import Dispatcher, RemotingConnection
 from ledgermq.remoting.server import RemotingServer
+from tests.procs import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,12 +134,6 @@ def snapshot(broker: Broker) -> dict[str, Any]:
 
 def on_disk(broker: Broker, name: str) -> dict[str, Any]:
     return json.loads((broker.config.config_dir / name).read_text())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_sync_once_copies_topics_offsets_delay_offsets_and_groups(cluster: Cluster) -> None:

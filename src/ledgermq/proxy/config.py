@@ -24,8 +24,6 @@ IGNORED_KEYS = frozenset(
         "remotingListenPort",
         "enableRemotingLocalProxyGrpc",
         "tlsTestModeEnable",
-        "tlsKeyPath",
-        "tlsCertPath",
         "enableGrpcEpoll",
         "grpcBossLoopNum",
         "grpcWorkerLoopNum",
@@ -92,6 +90,11 @@ class ProxyConfig:
     # How long QueryRoute may serve a topic's route / attributes from the cache.
     route_cache_seconds: float = setting(5.0, minimum=0.0)
     request_timeout_millis: int = setting(3_000, minimum=1)
+    # TLS on grpcServerPort when both are set (PEM files); plaintext h2c otherwise, which
+    # both official clients use by default. (The Java proxy can serve both on one port;
+    # grpcio cannot, so it is one or the other.)
+    tls_key_path: str = setting("", key="tlsKeyPath")
+    tls_cert_path: str = setting("", key="tlsCertPath")
 
     def delay_levels_ms(self) -> list[int]:
         """`messageDelayLevel` as milliseconds per level (level n at index n-1)."""
@@ -107,6 +110,12 @@ class ProxyConfig:
 
     def validate(self) -> None:
         self.delay_levels_ms()
+        if bool(self.tls_key_path) != bool(self.tls_cert_path):
+            key = "tlsCertPath" if self.tls_key_path else "tlsKeyPath"
+            raise ConfigError(key, "TLS needs both tlsKeyPath and tlsCertPath")
+        for key, path in (("tlsKeyPath", self.tls_key_path), ("tlsCertPath", self.tls_cert_path)):
+            if path and not Path(path).is_file():
+                raise ConfigError(key, f"no such file: {path}")
         if not self.namesrv_addr.strip():
             raise ConfigError("namesrvAddr", "the proxy needs a NameServer address")
         lo = self.grpc_client_consumer_min_long_polling_timeout_millis

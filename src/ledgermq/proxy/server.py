@@ -1,13 +1,16 @@
-"""ProxyServer: the grpc.aio server hosting MessagingService over plaintext h2c."""
+"""ProxyServer: the grpc.aio server hosting MessagingService (plaintext h2c, or TLS when
+tlsKeyPath and tlsCertPath are set)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 import grpc
 
+from ledgermq.common.config import ConfigError
 from ledgermq.proxy.activities.route import AdvertisedEndpoint
 from ledgermq.proxy.backend import ClusterBackend
 from ledgermq.proxy.config import ProxyConfig
@@ -45,7 +48,11 @@ class ProxyServer:
         svc_grpc.add_MessagingServiceServicer_to_server(self.service, server)
         target = f"{self.config.grpc_server_host}:{self.config.grpc_server_port}"
         try:
-            port = server.add_insecure_port(target)
+            credentials = self._tls_credentials()
+            if credentials is None:
+                port = server.add_insecure_port(target)
+            else:
+                port = server.add_secure_port(target, credentials)
         except RuntimeError as exc:
             raise OSError(98, f"cannot listen on {target}: {exc}") from exc
         if port == 0:
@@ -57,7 +64,24 @@ class ProxyServer:
         self._server = server
         self._janitor = asyncio.create_task(self._expire_sessions())
         self.service.renewer.start()
-        log.info("gRPC proxy listening on %s", self.address)
+        log.info(
+            "gRPC proxy listening on %s (%s)", self.address, "TLS" if self.tls else "plaintext"
+        )
+
+    def _tls_credentials(self) -> grpc.ServerCredentials | None:
+        cfg = self.config
+        if not (cfg.tls_key_path and cfg.tls_cert_path):
+            return None
+        try:
+            key = Path(cfg.tls_key_path).read_bytes()
+            cert = Path(cfg.tls_cert_path).read_bytes()
+        except OSError as exc:
+            raise ConfigError("tlsKeyPath", f"cannot read the TLS files: {exc}") from exc
+        return grpc.ssl_server_credentials([(key, cert)])
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.config.tls_key_path and self.config.tls_cert_path)
 
     async def _expire_sessions(self) -> None:
         # A client that closed its Telemetry stream and made no call for
