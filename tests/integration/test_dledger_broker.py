@@ -583,3 +583,35 @@ async def test_a_restarted_member_resumes_after_what_it_had_applied(group):
         assert (await producer.send(Message("T10", b"n%d" % k))).status is SendStatus.SEND_OK
     want = queue_units(group.brokers[master], "T10")
     await wait_until(lambda: queue_units(back, "T10") == want, what="the new messages")
+
+
+async def test_master_services_survive_losing_and_regaining_leadership_at_once(group):
+    # the last term's stop of the delay, transaction and revive services ran after the
+    # new term had started them, and stopped the new ones (nothing revived or checked)
+    master_id = await group.master()
+    b = group.brokers[master_id]
+    term = b.dledger_member.node.term
+    b._become_slave("a test flap")
+    await b._become_master(term)
+    if b._schedule_stopping is not None:
+        await b._schedule_stopping
+    if b.pop._stopping is not None:
+        await b.pop._stopping
+    assert b.schedule._tasks and not any(t.done() for t in b.schedule._tasks)
+    assert b.transactions._task is not None and not b.transactions._task.done()
+    assert b.pop.revive.running and len(b.pop.revive._queues) == b.pop.revive_queue_num
+
+
+async def test_a_deposed_masters_service_progress_is_dropped(group):
+    # a reviver or checker round ending after its broker lost leadership must not write
+    # its floors locally (that node, master again, would skip records the log lost)
+    master_id = await group.master()
+    slave = next(b for i, b in group.brokers.items() if i != master_id)
+    before = slave.consumer_offsets.query("CID_RMQ_SYS_TRANS", "T", 0)
+    assert slave.commit_master_progress("CID_RMQ_SYS_TRANS", "T", 0, 99) is None
+    assert slave.consumer_offsets.query("CID_RMQ_SYS_TRANS", "T", 0) == before
+    master = group.brokers[master_id]
+    committed = master.commit_master_progress("CID_RMQ_SYS_TRANS", "T", 0, 99, wait=True)
+    assert committed is not None
+    await committed
+    assert master.consumer_offsets.query("CID_RMQ_SYS_TRANS", "T", 0) == 99

@@ -419,3 +419,18 @@ async def test_pop_progress_is_saved_only_after_the_checkpoints_it_covers(tmp_pa
         assert seen == [end]
     finally:
         await h.close()
+
+
+async def test_a_reviver_started_while_its_last_stop_finishes_keeps_its_queues(h):
+    revive = h.broker.pop.revive
+    assert revive.running
+    stopping = asyncio.ensure_future(revive.stop())
+    await asyncio.sleep(0)  # the stop runs up to waiting for its cancelled task
+    revive.start()  # leadership back at once
+    await stopping
+    assert revive.running and len(revive._queues) == revive.queue_num
+    # and it still revives
+    await send_n(h, "FlapReviveT", 1)
+    popped(await pop(h, "FlapReviveT", invisible_ms=300))
+    again = await pop_until(h, "FlapReviveT", 1)
+    assert bodies(again) == [b"m0"] and again[0].reconsume_times == 1

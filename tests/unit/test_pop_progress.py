@@ -17,7 +17,7 @@ class FakeBroker:
         self.consumer_offsets = SimpleNamespace(query=lambda g, t, q: self.table.get((g, t, q), -1))
         self.is_slave = False
 
-    def commit_offset(self, group, topic, queue_id, offset, *, wait=False):
+    def commit_master_progress(self, group, topic, queue_id, offset, *, wait=False):
         fut = asyncio.get_running_loop().create_future()
         self.commits.append(fut)
         return fut

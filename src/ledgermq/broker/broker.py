@@ -131,7 +131,7 @@ class Broker:
             offsets=self.consumer_offsets,
             topics=self.topic_config,
             settings=self._transaction_settings,
-            commit_offset=self.commit_offset,
+            commit_offset=self.commit_master_progress,
             store_host=lambda: self.store_host,
             broker_name=config.broker_name,
             clock_ms=self.clock_ms,
@@ -404,6 +404,19 @@ class Broker:
         self.consumer_offsets.commit(group, topic, queue_id, offset)
         return None
 
+    def commit_master_progress(
+        self, group: str, topic: str, queue_id: int, offset: int, *, wait: bool = False
+    ) -> asyncio.Future[None] | None:
+        """The progress of a master-only service (the reviver, the transaction checker,
+        pops): dropped once this DLedger member is no longer the master. A round that
+        ends after a lost leadership would otherwise write a floor past records the new
+        leader cut from the log, and that node, master again later, would skip them."""
+        if self.metadata_log is not None and self.is_slave:
+            log.debug("not the master any more: %s/%s/%d progress %d dropped", group, topic,
+                      queue_id, offset)  # fmt: skip
+            return None
+        return self.commit_offset(group, topic, queue_id, offset, wait=wait)
+
     def _persist_replicated_metadata(self) -> None:
         # what the applied entries changed must be on disk before the store records
         # them as applied: a restart does not replay them (topics are written at once)
@@ -432,6 +445,13 @@ class Broker:
         await member.wait_applied(node.log.last_index())
         if not member.is_leader or member.node is not node or node.term != term:
             return  # lost it meanwhile; the next role change decides
+        stopping = self._schedule_stopping
+        if stopping is not None and not stopping.done():
+            # the last term's services are still stopping: starting them now, that stop
+            # would then stop the new ones
+            await stopping
+            if not member.is_leader or member.node is not node or node.term != term:
+                return
         store.open_for_writes()
         was_slave = self.broker_id != 0
         self.broker_id = 0

@@ -107,12 +107,14 @@ class ReviveService:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="pop-revive")
 
     async def stop(self) -> None:
+        # both dropped before the await: a start() meanwhile (leadership back at once)
+        # builds its own queues, which this stop must not wipe afterwards
         task, self._task = self._task, None
+        self._queues = []
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._queues = []
 
     def notify(self) -> None:
         """A record arrived in the revive topic."""
@@ -218,7 +220,7 @@ class ReviveService:
         progress = next(iter(q.pending.values())).revive_offset if q.pending else q.read_offset
         if progress != q.committed:
             q.committed = progress
-            self._b.commit_offset(REVIVE_GROUP, self.topic, q.qid, progress)
+            self._b.commit_master_progress(REVIVE_GROUP, self.topic, q.qid, progress)
 
     # --- putting messages back -------------------------------------------------------------
     async def _revive(self, pending: _Pending) -> bool:

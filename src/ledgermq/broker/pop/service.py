@@ -130,7 +130,9 @@ class PopService:
         return pending
 
     def commit(self, group: str, topic: str, queue_id: int, offset: int) -> None:
-        committed = self._b.commit_offset(group, topic, queue_id, offset, wait=True)
+        committed = self._b.commit_master_progress(group, topic, queue_id, offset, wait=True)
+        if committed is None and self._b.is_slave:
+            return  # deposed meanwhile: the new master's table decides
         if self._b.consumer_offsets.query(group, topic, queue_id) == offset:
             return
         key = (group, topic, queue_id)
