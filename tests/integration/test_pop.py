@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from ledgermq.broker.pop.handle import (
+from ledgermq.common.message import MessageExt, decode_records
+from ledgermq.common.pop_handle import (
     BatchAck,
     BatchAckBody,
     ExtraInfo,
@@ -17,7 +18,6 @@ from ledgermq.broker.pop.handle import (
     parse_start_offset_info,
     pop_retry_topic,
 )
-from ledgermq.common.message import MessageExt, decode_records
 from ledgermq.remoting.codes import RequestCode, ResponseCode
 from tests.integration.test_broker import Harness, wait_until
 

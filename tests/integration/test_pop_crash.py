@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ledgermq.broker.pop.handle import ExtraInfo
 from ledgermq.common.message import decode_records
+from ledgermq.common.pop_handle import ExtraInfo
 from ledgermq.remoting.client import RemotingClient
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode, ResponseCode

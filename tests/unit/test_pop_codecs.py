@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledgermq.broker.pop.handle import (
+from ledgermq.broker.pop.order import OrderLocks
+from ledgermq.broker.pop.records import (
+    AckRecord,
+    CheckPoint,
+    ReviveRecordError,
+    decode_revive_record,
+    encode_record_body,
+)
+from ledgermq.common.pop_handle import (
     BatchAck,
     BatchAckBody,
     ExtraInfo,
@@ -27,14 +35,6 @@ from ledgermq.broker.pop.handle import (
     pop_retry_topic,
     real_topic,
     topic_type_of,
-)
-from ledgermq.broker.pop.order import OrderLocks
-from ledgermq.broker.pop.records import (
-    AckRecord,
-    CheckPoint,
-    ReviveRecordError,
-    decode_revive_record,
-    encode_record_body,
 )
 
 longs = st.integers(min_value=0, max_value=(1 << 63) - 1)
@@ -236,7 +236,7 @@ def test_order_locks_block_until_acked_or_expired():
 
 
 def test_an_oversized_batch_ack_bitset_is_refused_before_it_is_expanded():
-    from ledgermq.broker.pop.handle import MAX_BIT, bitset_from_base64, bitset_to_base64
+    from ledgermq.common.pop_handle import MAX_BIT, bitset_from_base64, bitset_to_base64
 
     assert bitset_from_base64(bitset_to_base64([0, MAX_BIT])) == [0, MAX_BIT]
     huge = base64.b64encode(b"\xff" * ((MAX_BIT + 1) // 8 * 4)).decode()

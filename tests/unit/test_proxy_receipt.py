@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledgermq.broker.pop.handle import ExtraInfo
+from ledgermq.common.pop_handle import ExtraInfo
 from ledgermq.proxy.activities.consume import (
     PollingLimits,
     check_invisible_ms,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ledgermq.broker.pop.handle import ExtraInfo
+from ledgermq.common.pop_handle import ExtraInfo
 from ledgermq.proxy.receipt import ReceiptHandle
 from ledgermq.proxy.renew import HandleRenewer, RenewPolicy
 from ledgermq.proxy.status import Code, ProxyError

@@ -263,7 +263,7 @@ def test_idle_sessions_expire_but_connected_ones_stay():
 
 
 def _popped(offset=7, reconsume=0, pop_time=1_000):
-    from ledgermq.broker.pop.handle import ExtraInfo
+    from ledgermq.common.pop_handle import ExtraInfo
     from ledgermq.proxy.backend import PoppedMessage
     from ledgermq.proxy.receipt import ReceiptHandle
 

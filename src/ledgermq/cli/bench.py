@@ -148,10 +148,27 @@ async def bench_produce(args: argparse.Namespace) -> BenchResult:
     cpu = time.process_time() - cpu_started
     progress.stop()
     await producer.shutdown()
+    return produce_result(
+        "produce", latencies, args.batch, errors, elapsed, cpu, args,
+        await _flush_mode(args.namesrv, args.topic),
+    )  # fmt: skip
+
+
+def produce_result(
+    mode: str,
+    latencies: list[float],
+    batch: int,
+    errors: int,
+    elapsed: float,
+    cpu: float,
+    args: argparse.Namespace,
+    flush_disk_type: str,
+) -> BenchResult:
+    """A produce run's result: `latencies` (ms, one per request of `batch` messages)."""
     latencies.sort()
-    messages = len(latencies) * args.batch
+    messages = len(latencies) * batch
     return BenchResult(
-        mode="produce",
+        mode=mode,
         messages=messages,
         errors=errors,
         seconds=round(elapsed, 3),
@@ -162,8 +179,8 @@ async def bench_produce(args: argparse.Namespace) -> BenchResult:
         max_ms=round(latencies[-1], 3) if latencies else 0.0,
         size=args.size,
         inflight=args.inflight,
-        batch=args.batch,
-        flush_disk_type=await _flush_mode(args.namesrv, args.topic),
+        batch=batch,
+        flush_disk_type=flush_disk_type,
         cpu_s=round(cpu, 3),
     )
 

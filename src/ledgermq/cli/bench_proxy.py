@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 
-from ledgermq.cli.bench import BenchResult, Progress, _flush_mode, percentile
+from ledgermq.cli.bench import BenchResult, Progress, _flush_mode, produce_result
 
 CLIENT_VERSION = "5.1.2"
 
@@ -160,25 +160,8 @@ async def bench_proxy_produce(args: argparse.Namespace) -> BenchResult:
     progress.stop()
     for ch in channels:
         await ch.close()
-    latencies.sort()
-    messages = len(latencies)
     flush = await _flush_mode(args.namesrv, args.topic) if args.namesrv else "unknown (no -n)"
-    return BenchResult(
-        mode="proxy-produce",
-        messages=messages,
-        errors=errors,
-        seconds=round(elapsed, 3),
-        tps=round(messages / elapsed, 1),
-        mb_per_s=round(messages * args.size / elapsed / 1e6, 2),
-        p50_ms=round(percentile(latencies, 0.50), 3),
-        p99_ms=round(percentile(latencies, 0.99), 3),
-        max_ms=round(latencies[-1], 3) if latencies else 0.0,
-        size=args.size,
-        inflight=args.inflight,
-        batch=1,
-        flush_disk_type=flush,
-        cpu_s=round(cpu, 3),
-    )
+    return produce_result("proxy-produce", latencies, 1, errors, elapsed, cpu, args, flush)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

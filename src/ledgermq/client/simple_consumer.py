@@ -15,17 +15,11 @@ buys more time. A message's receipt handle is its POP_CK property; `ack` and
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 import zlib
 from dataclasses import dataclass
 
-from ledgermq.broker.pop.handle import (
-    BatchAck,
-    BatchAckBody,
-    ExtraInfo,
-    HandleError,
-    parse_order_count_info,
-)
 from ledgermq.client.errors import MQClientError
 from ledgermq.client.instance import ClientInstance, ClientRegistry, check_response
 from ledgermq.client.lifecycle import InstanceClient
@@ -35,8 +29,17 @@ from ledgermq.common.message import (
     MessageExt,
     decode_records,
 )
+from ledgermq.common.pop_handle import (
+    BatchAck,
+    BatchAckBody,
+    ExtraInfo,
+    HandleError,
+    parse_order_count_info,
+)
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode, ResponseCode
+
+log = logging.getLogger(__name__)
 
 _MS = 1000
 # the request may take the whole long poll plus the usual round trip
@@ -138,7 +141,12 @@ class SimpleConsumer(InstanceClient):
         }
         cmd = RemotingCommand(code=RequestCode.POP_MESSAGE, ext_fields=ext)
         resp = await self.instance.invoke(addr, cmd, poll_time + _POLL_GRACE_S)
-        if resp.code in (ResponseCode.PULL_NOT_FOUND, ResponseCode.POLLING_TIMEOUT):
+        if resp.code == ResponseCode.POLLING_TIMEOUT:
+            # the broker judged the request expired on arrival: a clock far off the
+            # broker's (bornTime) makes every receive come back empty, so say it
+            log.warning("receive from %s expired on arrival (clock skew?): %s", addr, resp.remark)
+            return []
+        if resp.code == ResponseCode.PULL_NOT_FOUND:
             return []
         check_response(resp, addr)
         return self._unpack(resp)

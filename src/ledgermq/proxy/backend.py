@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledgermq.broker.pop.handle import HandleError, parse_order_count_info, real_topic
 from ledgermq.client.errors import MQClientError
 from ledgermq.client.instance import ClientInstance
 from ledgermq.client.producer import build_send_header
@@ -29,6 +28,7 @@ from ledgermq.common.message import (
     decode_records,
     parse_offset_msg_id,
 )
+from ledgermq.common.pop_handle import HandleError, parse_order_count_info, real_topic
 from ledgermq.proxy.config import ProxyConfig
 from ledgermq.proxy.message_codec import OutgoingMessage, queue_for_group
 from ledgermq.proxy.receipt import ReceiptHandle, ReceiptHandleError

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledgermq.broker.pop.handle import ExtraInfo, HandleError
+from ledgermq.common.pop_handle import ExtraInfo, HandleError
 
 # A proxy-made handle is about 80 characters; anything much longer is not ours.
 _MAX_LENGTH = 1024

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledgermq.broker.pop.handle import HandleError
+from ledgermq.common.pop_handle import HandleError
 
 REVIVE_TOPIC_PREFIX = "rmq_sys_REVIVE_LOG_"
 # the revive service's progress per revive queue lives in the consumer offset table

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ledgermq.broker import topics as t
-from ledgermq.broker.pop.handle import RETRY_PREFIX, original_topic, pop_retry_topic
 from ledgermq.broker.pop.records import (
     REVIVE_GROUP,
     AckRecord,
@@ -46,6 +45,7 @@ from ledgermq.common.message import (
     MessageExt,
     decode_record,
 )
+from ledgermq.common.pop_handle import RETRY_PREFIX, original_topic, pop_retry_topic
 from ledgermq.store.message_store import MessageToStore
 
 if TYPE_CHECKING:

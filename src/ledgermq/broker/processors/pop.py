@@ -11,13 +11,25 @@ messages. Acks are records in the same revive queue; the revive service does the
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ledgermq.broker import topics as t
-from ledgermq.broker.pop.handle import (
+from ledgermq.broker.pop.records import AckRecord, CheckPoint
+from ledgermq.broker.processors.responses import put_status_code
+from ledgermq.broker.store_port import PutOutcome
+from ledgermq.broker.subscription import SubscriptionData, build_subscription
+from ledgermq.common.message import (
+    PROPERTY_POP_CK,
+    MessageDecodeError,
+    MessageExt,
+    decode_record,
+    encode_record,
+)
+from ledgermq.common.pop_handle import (
     ORDER_REVIVE_QID,
     BatchAck,
     ExtraInfo,
@@ -30,17 +42,6 @@ from ledgermq.broker.pop.handle import (
     real_topic,
     topic_type_of,
 )
-from ledgermq.broker.pop.records import AckRecord, CheckPoint
-from ledgermq.broker.processors.responses import put_status_code
-from ledgermq.broker.store_port import PutOutcome
-from ledgermq.broker.subscription import SubscriptionData, build_subscription
-from ledgermq.common.message import (
-    PROPERTY_POP_CK,
-    MessageDecodeError,
-    MessageExt,
-    decode_record,
-    encode_record,
-)
 from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode, ResponseCode
 from ledgermq.remoting.connection import Dispatcher, HandlerResult, RemotingConnection
@@ -49,6 +50,8 @@ from ledgermq.remoting.headers import get_bool, get_int, get_str, req_int, req_s
 
 if TYPE_CHECKING:
     from ledgermq.broker.broker import Broker
+
+log = logging.getLogger(__name__)
 
 MAX_POP_NUMS = 32  # a checkpoint covers at most 32 messages (RocketMQ's bitmap)
 # the proxy's limit (12 h): a checkpoint holds revive progress back until it is due,
@@ -268,7 +271,9 @@ class PopProcessor:
         for record in got.records:
             try:
                 msg, _ = decode_record(record)
-            except MessageDecodeError:
+            except MessageDecodeError as e:
+                # skipped for good (the offset moves past it): say so
+                log.error("%s/%d: an unreadable record is skipped by pop: %s", topic, queue_id, e)
                 continue
             if sub.match_all or sub.matches_tags(msg.tags):  # hash collisions drop here
                 msgs.append(msg)
