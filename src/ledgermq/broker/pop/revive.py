@@ -77,6 +77,17 @@ class _ReviveQueue:
     due: list[tuple[int, int, CkKey]] = field(default_factory=list)
 
 
+# the due heap keeps an acked checkpoint's entry until it surfaces; past this many stale
+# entries (and twice the live ones) it is rebuilt, so memory follows what is unacked,
+# not pops x invisible time
+_COMPACT_SLACK = 1024
+
+
+def _compact(q: _ReviveQueue) -> None:
+    q.due = [(p.ck.revive_time, p.revive_offset, key) for key, p in q.pending.items()]
+    heapq.heapify(q.due)
+
+
 class ReviveService:
     def __init__(self, broker: Broker, topic: str, queue_num: int) -> None:
         self._b = broker
@@ -196,6 +207,8 @@ class ReviveService:
         pending.unacked.difference_update(ack.ack_offsets)
         if not pending.unacked:
             del q.pending[ack.key]
+            if len(q.due) > 2 * len(q.pending) + _COMPACT_SLACK:
+                _compact(q)
 
     async def _revive_due(self, q: _ReviveQueue) -> int | None:
         """Revives what is due; returns when the next entry falls due (None: nothing)."""
