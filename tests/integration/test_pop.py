@@ -434,3 +434,25 @@ async def test_a_reviver_started_while_its_last_stop_finishes_keeps_its_queues(h
     popped(await pop(h, "FlapReviveT", invisible_ms=300))
     again = await pop_until(h, "FlapReviveT", 1)
     assert bodies(again) == [b"m0"] and again[0].reconsume_times == 1
+
+
+async def test_the_revive_replay_yields_to_the_loop_and_pops_wait_for_it(h):
+    # after a failover the replay may read hours of records: it must not hold the loop
+    # (a DLedger member's heartbeats run there), and no pop is served before it is done
+    from ledgermq.broker.pop.records import CheckPoint
+
+    pop_service = h.broker.pop
+    now = h.broker.clock_ms()
+    for i in range(5 * 64):  # five read batches in revive queue 0, due in an hour
+        ck = CheckPoint("ReplayT", GROUP, 0, i, now + i, 3_600_000, [0], "broker-a")
+        assert pop_service.put_record(0, ck).ok
+    revive = pop_service.revive
+    await revive.stop()
+    revive.start()
+    assert not pop_service.serving
+    turns = 0
+    while not revive.ready:
+        turns += 1  # the loop came back to us while the replay was running
+        await asyncio.sleep(0)
+    assert turns >= 4 and pop_service.serving
+    assert revive.pending_count() == 5 * 64

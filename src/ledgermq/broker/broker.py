@@ -270,6 +270,7 @@ class Broker:
             self.schedule.start()
             self.transactions.start()
             self.pop.start_revive()
+            await self.pop.revive.wait_ready()  # pops are served from the start
         self._started = True
         await self.registrar.register_all()
         self._tasks = [

@@ -97,6 +97,9 @@ class ReviveService:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.revived = 0  # messages put back (retry or DLQ), for tests and stats
+        self.ready = False  # the pending set is rebuilt (see start)
+        self._generation = 0  # bumped by every start and stop; a run ends when it moves
+        self._ready_event = asyncio.Event()
         self.dead_lettered = 0
 
     @property
@@ -108,22 +111,35 @@ class ReviveService:
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        """Rebuilds the pending set from the committed progress (synchronously, so pops
-        served after this see every popped offset accounted for), then runs."""
+        """Rebuilds the pending set from the committed progress, then runs. Pops are
+        served only once that replay is done (`ready`): then every popped offset is
+        accounted for. The replay yields to the loop between batches: after a failover
+        it may read hours of records, and the DLedger member must keep its heartbeats."""
         if self.running:
             return
+        self._generation += 1
+        self.ready = False
+        self._ready_event = asyncio.Event()
         self._queues = [self._load_queue(qid) for qid in range(self.queue_num)]
-        for q in self._queues:
-            self._read(q, replay=True)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="pop-revive")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(self._queues, self._generation), name="pop-revive"
+        )
+
+    async def wait_ready(self) -> None:
+        await self._ready_event.wait()
 
     async def stop(self) -> None:
-        # both dropped before the await: a start() meanwhile (leadership back at once)
-        # builds its own queues, which this stop must not wipe afterwards
+        # Everything is dropped before the await: a start() meanwhile (leadership back at
+        # once) builds its own queues, which this stop must not wipe afterwards. The old
+        # run also ends by itself once it sees a newer generation: Python 3.11's wait_for
+        # can swallow a cancellation that races with its wake-up.
+        self._generation += 1
         task, self._task = self._task, None
         self._queues = []
+        self.ready = False
         if task is not None:
             task.cancel()
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -137,11 +153,18 @@ class ReviveService:
         return _ReviveQueue(qid, read_offset=max(start, 0), committed=stored)
 
     # --- the loop -----------------------------------------------------------------------
-    async def _run(self) -> None:
-        while True:
+    async def _run(self, queues: list[_ReviveQueue], generation: int) -> None:
+        for q in queues:
+            while self._read_batch(q, replay=True):
+                await asyncio.sleep(0)
+                if self._generation != generation:
+                    return
+        self.ready = True
+        self._ready_event.set()
+        while self._generation == generation:
             wait_ms = _IDLE_RECHECK_S * 1000
             try:
-                for q in self._queues:
+                for q in queues:
                     self._read(q, replay=False)
                     next_due = await self._revive_due(q)
                     self._commit(q)
@@ -156,18 +179,20 @@ class ReviveService:
             self._wake.clear()
 
     def _read(self, q: _ReviveQueue, *, replay: bool) -> None:
-        store = self._b.store
-        while True:
-            got = store.get(self.topic, q.qid, q.read_offset, _READ_BATCH, _ALL, None)
-            if not got.records:
-                if got.next_begin_offset > q.read_offset and got.status != "OFFSET_OVERFLOW_ONE":
-                    q.read_offset = got.next_begin_offset  # old files removed: follow
-                    continue
-                return
-            for record in got.records:
-                self._apply(q, record, replay)
-            if len(got.records) < _READ_BATCH:
-                return
+        while self._read_batch(q, replay=replay):
+            pass
+
+    def _read_batch(self, q: _ReviveQueue, *, replay: bool) -> bool:
+        """Applies up to one batch of revive records; True while more may follow."""
+        got = self._b.store.get(self.topic, q.qid, q.read_offset, _READ_BATCH, _ALL, None)
+        if not got.records:
+            if got.next_begin_offset > q.read_offset and got.status != "OFFSET_OVERFLOW_ONE":
+                q.read_offset = got.next_begin_offset  # old files removed: follow
+                return True
+            return False
+        for record in got.records:
+            self._apply(q, record, replay)
+        return len(got.records) >= _READ_BATCH
 
     def _apply(self, q: _ReviveQueue, record: bytes, replay: bool) -> None:
         try:

@@ -114,7 +114,7 @@ class PopService:
     @property
     def serving(self) -> bool:
         """Pops need a running reviver: without it nothing popped would come back."""
-        return self.revive.running and not self._b.is_slave
+        return self.revive.running and self.revive.ready and not self._b.is_slave
 
     # --- consumer offsets ------------------------------------------------------------------
     def offset(self, group: str, topic: str, queue_id: int) -> int:
