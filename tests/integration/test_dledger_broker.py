@@ -615,3 +615,17 @@ async def test_a_deposed_masters_service_progress_is_dropped(group):
     assert committed is not None
     await committed
     assert master.consumer_offsets.query("CID_RMQ_SYS_TRANS", "T", 0) == 99
+
+
+async def test_master_services_stop_even_when_woken_as_they_are_cancelled(group):
+    # Python 3.11's wait_for can swallow a cancellation that races with a wake-up: the
+    # services must still end (a stuck stop would wedge the next role change)
+    master_id = await group.master()
+    b = group.brokers[master_id]
+    b.transactions.wake()
+    for level in range(len(b.schedule.levels_ms)):
+        b.schedule.notify_arrival(level)
+    b.pop.revive.notify()
+    await asyncio.wait_for(b._stop_master_services(), 5)
+    await asyncio.wait_for(b.pop.revive.stop(), 5)
+    assert not b.schedule._tasks and b.transactions._task is None and not b.pop.revive.running

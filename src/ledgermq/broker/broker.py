@@ -514,10 +514,14 @@ class Broker:
         assert self._register_wanted is not None
         wanted = self._register_wanted
         period = self.register_period_ms / 1000
-        while True:
+        # `_started` too, not only the cancellation: Python 3.11's wait_for can swallow
+        # a cancellation that races with a wake-up, and stop() would wait forever
+        while self._started:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wanted.wait(), period)
             wanted.clear()
+            if not self._started:
+                return
             await self.register_now()
 
     async def register_now(self) -> None:

@@ -92,12 +92,14 @@ class ScheduleService:
             self._tasks.append(loop.create_task(self._run_level(level)))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for event in self._events.values():
+            event.set()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks.clear()
         self.flush(force=True)
 
     def notify_arrival(self, queue_id: int) -> None:
@@ -114,7 +116,9 @@ class ScheduleService:
     async def _run_level(self, level: int) -> None:
         qid = level - 1
         delay = self.levels_ms[qid]
-        while True:
+        # ends once stop() dropped it: Python 3.11's wait_for can swallow a cancellation
+        # that races with a wake-up
+        while asyncio.current_task() in self._tasks:
             try:
                 wait_s = await self._deliver_due(level, qid, delay)
             except Exception:

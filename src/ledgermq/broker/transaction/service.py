@@ -129,6 +129,7 @@ class TransactionService:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._progress = None
@@ -138,10 +139,14 @@ class TransactionService:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        # ends once it is no longer the service's task: Python 3.11's wait_for can
+        # swallow stop()'s cancellation when it races with a wake-up
+        while self._task is asyncio.current_task():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings().check_interval_ms / 1000)
             self._wake.clear()
+            if self._task is not asyncio.current_task():
+                return
             try:
                 await self.check_round()
             except asyncio.CancelledError:
