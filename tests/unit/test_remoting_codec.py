@@ -99,6 +99,26 @@ def test_oversized_frame_is_a_protocol_error():
         decoder.feed(struct.pack(">i", 101) + b"\0" * 8)
 
 
+def test_an_oversized_length_split_across_reads_is_still_refused():
+    # the length field arrives in two reads: the second one must still check it
+    decoder = FrameDecoder(max_frame_size=100)
+    assert decoder.feed(struct.pack(">i", 101)[:2]) == []
+    with pytest.raises(FrameTooLarge):
+        decoder.feed(struct.pack(">i", 101)[2:] + b"\0" * 8)
+
+
+def test_a_large_frame_in_many_reads_decodes_once_complete():
+    cmd = RemotingCommand(code=310, opaque=9, body=b"x" * 200_000)
+    frame = encode_command(cmd)
+    decoder = FrameDecoder()
+    out = []
+    for i in range(0, len(frame), 4096):
+        out.extend(decoder.feed(frame[i : i + 4096]))
+        if i + 4096 < len(frame):
+            assert out == [] and decoder.buffered == i + 4096
+    assert out == [cmd] and decoder.buffered == 0
+
+
 def test_negative_length_is_a_protocol_error():
     with pytest.raises(ProtocolError):
         FrameDecoder().feed(struct.pack(">i", -5) + b"abcd")

@@ -354,26 +354,6 @@ class Producer(InstanceClient):
         moving to another queue would break the order.
         """
         body, sys_flag, props, uniq = self._prepare(msg)
-        if queue is None and selector is None:
-            quick = self._quick_queue(msg.topic)
-            if quick is not None:
-                # the hot path in this one coroutine (see _send_prepared for the rest)
-                wait = timeout or self.send_timeout
-                deadline = asyncio.get_running_loop().time() + wait
-                mq, conn, addr = quick
-                cmd = self._command(mq, body, sys_flag, msg.flag, props)
-                try:
-                    resp = await conn.start_request(cmd, wait)
-                except RemotingException as exc:
-                    failed: Exception = MQClientError(f"request {cmd.code} to {addr} failed: {exc}")
-                else:
-                    if resp.code in _STATUS_BY_CODE:
-                        return parse_send_response(resp, mq, uniq, addr)
-                    failed = _retryable(resp, addr)
-                return await self._send_prepared(
-                    msg, body, sys_flag, props, uniq, None, None, None, timeout,
-                    deadline=deadline, failed=(mq.broker_name, failed),
-                )  # fmt: skip
         return await self._send_prepared(
             msg, body, sys_flag, props, uniq, queue, selector, arg, timeout
         )
@@ -391,12 +371,8 @@ class Producer(InstanceClient):
         timeout: float | None,
         *,
         batch: bool = False,
-        deadline: float | None = None,
-        failed: tuple[str, Exception] | None = None,
     ) -> SendResult:
-        """`failed`: the hot path's first attempt went to that broker and failed so."""
-        if deadline is None:
-            deadline = asyncio.get_running_loop().time() + (timeout or self.send_timeout)
+        deadline = asyncio.get_running_loop().time() + (timeout or self.send_timeout)
 
         def remaining() -> float:
             left = deadline - asyncio.get_running_loop().time()
@@ -415,7 +391,7 @@ class Producer(InstanceClient):
         last_broker: str | None = None
         last_exc: Exception | None = None
         first = 0
-        quick = self._quick_queue(msg.topic) if failed is None else None
+        quick = self._quick_queue(msg.topic)
         if quick is not None:
             # the hot path: route and connection cached, one future and no coroutine
             # layers; anything unusual falls through to the loop as its first failure
@@ -430,8 +406,6 @@ class Producer(InstanceClient):
                     return parse_send_response(resp, mq, uniq, addr)
                 last_exc = _retryable(resp, addr)
             last_broker, first = mq.broker_name, 1
-        elif failed is not None:
-            (last_broker, last_exc), first = failed, 1
         for attempt in range(first, attempts):
             queues = await self.publish_queues(
                 msg.topic, refresh=attempt > 0 and last_exc is not None

@@ -612,7 +612,7 @@ def decode_for_dispatch(record: bytes) -> MessageExt:
         p += tlen
         plen = _I16.unpack_from(record, p)[0]
         p += 2
-        if plen < 0 or p + plen != total or len(topic) > tlen:
+        if plen < 0 or p + plen != total:
             raise MessageDecodeError(f"topic/properties lengths do not match TOTALSIZE {total}")
         props = decode_properties(record[p:total].decode()) if plen else {}
     except MessageDecodeError:

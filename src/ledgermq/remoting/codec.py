@@ -375,9 +375,13 @@ class FrameDecoder:
         if type(data) is not bytes:
             data = bytes(data)  # bodies are sliced from it and must be immutable
         if buffer:
-            # the rest of a frame cut by the last read: parse from one joined copy
+            # the rest of a frame cut by the last read
             buffer += data
-            data = bytes(buffer)
+            if len(buffer) >= 4:
+                (length,) = _INT32.unpack_from(buffer, 0)
+                if len(buffer) - 4 < length <= self.max_frame_size:
+                    return []  # still incomplete: no copy per read of a large frame
+            data = bytes(buffer)  # parse from one joined copy (the loop checks the length)
             buffer.clear()
         events: list[RemotingCommand | MalformedCommand] = []
         pos = 0
