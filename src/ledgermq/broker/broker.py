@@ -294,8 +294,8 @@ class Broker:
             ),
         ]
         if self._dledger_store is not None or self.config.is_slave:
-            # metadata is not in the replicated log (yet): slaves copy the master's. In
-            # a DLedger group every second, so a new master is at most that far behind
+            # slaves copy the master's metadata; in a DLedger group only the subscription
+            # groups (every second), the rest travels in the log (see below)
             interval = 1.0 if self._dledger_store is not None else DEFAULT_SYNC_INTERVAL_S
             self._tasks.append(
                 loop.create_task(

@@ -31,6 +31,7 @@ from ledgermq.broker.schedule import ScheduleService
 from ledgermq.broker.topic_config import TopicConfigManager
 from ledgermq.common.route_data import TopicConfig
 from ledgermq.dledger.member import Member, MemberError
+from ledgermq.dledger.protocol import Code
 from ledgermq.store.dledger_commitlog import encode_meta
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ class ReplicatedMetadata:
         member = self._member()
         try:
             if member is None:
-                raise MemberError(503, "the broker's DLedger member is not running", None)
+                raise MemberError(
+                    Code.ILLEGAL_MEMBER_STATE, "the broker's DLedger member is not running", None
+                )
             entries = member.submit(bodies)
         except MemberError as exc:
             log.warning("broker metadata not replicated: %s", exc.message)
@@ -105,7 +108,11 @@ class ReplicatedMetadata:
             for e in entries[:-1]:
                 if e.done() and not e.cancelled():
                     e.exception()  # retrieved: the last one reports
-            exc = MemberError(500, "cancelled", None) if f.cancelled() else f.exception()
+            exc = (
+                MemberError(Code.INTERNAL_ERROR, "cancelled", None)
+                if f.cancelled()
+                else f.exception()
+            )
             if exc is not None:
                 _fail(waiters, exc)
                 return

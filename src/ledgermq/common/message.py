@@ -597,7 +597,7 @@ def decode_for_dispatch(record: bytes) -> MessageExt:
             raise MessageDecodeError(f"TOTALSIZE {total} is not the record's {len(record)} bytes")
         hosts = (sys_flag >> 4) & 3
         p = _HEADS[hosts].size
-        store_ts = _I64.unpack_from(record, 68 if hosts & 1 else 56)[0]
+        store_ts = _I64.unpack_from(record, store_timestamp_offset(sys_flag))[0]
         body_len = _I32.unpack_from(record, p - 4)[0]
         if body_len < 0:
             raise MessageDecodeError(f"bad body length {body_len}")

@@ -6,7 +6,9 @@ same state, same results on every replica). The value it returns is what the pro
 client gets back. Indexes are DLedger's (0-based).
 
 A state machine may also define `applied_batch()`: called after each run of applies
-(one per driver step), e.g. to write what the applies buffered in one go.
+(one per driver step), e.g. to write what the applies buffered in one go; and
+`applied_index()`: the last index whose effects it has persisted itself, so that a
+restart resumes applying after it instead of replaying the whole log.
 
 `snapshot`/`restore` serialize the whole state (deterministically: replicas compare
 equal after a restore). The driver calls `snapshot` right after applying an entry,

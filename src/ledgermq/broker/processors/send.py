@@ -157,10 +157,7 @@ class SendProcessor:
         outcomes = self._b.putter.put_group(msgs)
         durable: list[tuple[int, PutOutcome]] = []
         for i, msg, outcome in zip(positions, msgs, outcomes, strict=True):
-            half = msg.topic == t.TRANS_HALF_TOPIC
-            results[i] = self._response(cmds[i], outcome, msg.queue_id, shared=not half)
-            if half:
-                amend_half_reply(msg, results[i].ext_fields)  # type: ignore[union-attr]
+            results[i] = self._reply_to(cmds[i], msg, outcome)
             if self._must_wait(msg, outcome):
                 durable.append((i, outcome))
         if durable:
@@ -197,10 +194,7 @@ class SendProcessor:
     def _finish(
         self, cmd: RemotingCommand, msg: MessageToStore, outcome: PutOutcome
     ) -> HandlerResult:
-        half = msg.topic == t.TRANS_HALF_TOPIC
-        response = self._response(cmd, outcome, msg.queue_id, shared=not half)
-        if half:
-            amend_half_reply(msg, response.ext_fields)
+        response = self._reply_to(cmd, msg, outcome)
         if self._must_wait(msg, outcome):
             return self._await_durable(cmd, outcome, response)
         return response
@@ -256,6 +250,17 @@ class SendProcessor:
         dlq = t.dlq_topic(group)
         self._b.topic_config.create_system_group_topic(dlq, 1, t.PERM_READ | t.PERM_WRITE)
         return dlq, 0
+
+    def _reply_to(
+        self, cmd: RemotingCommand, msg: MessageToStore, outcome: PutOutcome
+    ) -> RemotingCommand:
+        """The reply to one stored send; a transaction's half message gets its own
+        fields (the producer's queue and the transaction id) in a mutable reply."""
+        if msg.topic != t.TRANS_HALF_TOPIC:
+            return self._response(cmd, outcome, msg.queue_id)
+        response = self._response(cmd, outcome, msg.queue_id, shared=False)
+        amend_half_reply(msg, response.ext_fields)
+        return response
 
     def _response(
         self, cmd: RemotingCommand, outcome: PutOutcome, queue_id: int, *, shared: bool = True
