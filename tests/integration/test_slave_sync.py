@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from ledgermq.remoting.codec import RemotingCommand
 from ledgermq.remoting.codes import RequestCode, ResponseCode
 from ledgermq.remoting.connection import Dispatcher, RemotingConnection
 from ledgermq.remoting.server import RemotingServer
+from tests.integration.test_broker import wait_until
 from tests.procs import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,15 +38,6 @@ def make_config(root: Path, **props: str) -> BrokerConfig:
     }
     base.update(props)
     return BrokerConfig.from_properties(base)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 class Cluster:
@@ -147,7 +139,7 @@ async def test_sync_once_copies_topics_offsets_delay_offsets_and_groups(cluster:
     await cluster.commit("SyncG", "SyncT", 2, 9)
     await cluster.send_delayed("Later", b"d1", level=1)
     # Delivery advances level 1's progress on the master (1 s delay).
-    await wait_until(lambda: m.schedule.offsets.get(1) == 1)
+    await wait_until(lambda: m.schedule.offsets.get(1) == 1, timeout=10)
     # State only the slave has: a user topic the master does not know (gone after the
     # sync, as in RocketMQ) and an offset the master does not know (kept: putAll).
     s.topic_config.update(TopicConfig("SlaveOnlyT", 1, 1))
@@ -254,16 +246,16 @@ async def test_run_skips_without_a_master_then_syncs(cluster: Cluster) -> None:
     sync = SlaveSync(s)
     task = asyncio.get_running_loop().create_task(sync.run(master_addr, interval_s=0.01))
     try:
-        await wait_until(lambda: polls >= 3)
+        await wait_until(lambda: polls >= 3, timeout=10)
         assert sync.rounds == 0 and s.topic_config.get("LoopT") is None
         master[0] = m.address
-        await wait_until(lambda: s.topic_config.get("LoopT") is not None)
+        await wait_until(lambda: s.topic_config.get("LoopT") is not None, timeout=10)
         assert s.topic_config.get("LoopT") == m.topic_config.get("LoopT")
         # Its own address is never a master to copy from.
         master[0] = s.address
         rounds = sync.rounds
         polls_then = polls
-        await wait_until(lambda: polls >= polls_then + 3)
+        await wait_until(lambda: polls >= polls_then + 3, timeout=10)
         assert sync.rounds == rounds
     finally:
         task.cancel()

@@ -67,7 +67,10 @@ async def test_commit_is_visible_exactly_once(cluster):
     assert m.body == b"paid" and m.tags == "t" and m.keys == ["order-7"]
     assert m.queue_id == result.send_result.message_queue.queue_id
     assert m.properties["UNIQ_KEY"] == result.transaction_id
-    # nothing left to check: rounds pass and nobody asks, nothing is added
+    # nothing left to check: rounds pass after the message would have been due for a
+    # check (300 ms after its birth) and nobody asks, nothing is added
+    due_at = m.born_timestamp + 300
+    await wait_until(lambda: cluster.broker.clock_ms() > due_at, what="the check time")
     rounds = cluster.broker.transactions.rounds
     await wait_until(lambda: cluster.broker.transactions.rounds >= rounds + 3)
     assert len(stored(cluster)) == 1 and cluster.broker.transactions.checks_sent == 0
