@@ -23,6 +23,8 @@ from ledgermq.client.route import TopicRoute
 from ledgermq.common.message import (
     PROPERTY_POP_CK,
     SYSFLAG_COMPRESSED,
+    SYSFLAG_TX_COMMIT,
+    SYSFLAG_TX_ROLLBACK,
     MessageExt,
     MessageQueue,
     decode_records,
@@ -40,9 +42,9 @@ from ledgermq.remoting.connection import RemotingConnection
 
 log = logging.getLogger(__name__)
 
-# END_TRANSACTION commitOrRollback values (PROTOCOL.md 2.3).
-COMMIT = 8
-ROLLBACK = 12
+# END_TRANSACTION commitOrRollback values (PROTOCOL.md 2.3): the sysflag bits.
+COMMIT = int(SYSFLAG_TX_COMMIT)
+ROLLBACK = int(SYSFLAG_TX_ROLLBACK)
 # Stored-but-not-durable answers: the Java proxy reports them per entry.
 _NOT_DURABLE = {
     ResponseCode.FLUSH_DISK_TIMEOUT: Code.MASTER_PERSISTENCE_TIMEOUT,
@@ -126,6 +128,7 @@ class ClusterBackend:
     def __init__(self, config: ProxyConfig, *, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self._clock = clock
+        self._queues: dict[str, tuple[TopicRoute, list[MessageQueue]]] = {}  # _publish_queues
         self.instance = ClientInstance(
             config.namesrv_addr,
             instance_name=f"proxy-{config.proxy_name}",
@@ -213,9 +216,18 @@ class ClusterBackend:
         self._round_robin[topic] = index
         return queues[index]
 
+    def _publish_queues(self, topic: str, route: TopicRoute) -> list[MessageQueue]:
+        # publish_queues sorts and filters the route on every call: one list per route
+        cached = self._queues.get(topic)
+        if cached is not None and cached[0] is route:
+            return cached[1]
+        queues = route.publish_queues(topic)
+        self._queues[topic] = (route, queues)
+        return queues
+
     async def send(self, out: OutgoingMessage, timeout: float | None = None) -> SendOutcome:
         route = await self.route(out.topic)
-        queues = route.publish_queues(out.topic)
+        queues = self._publish_queues(out.topic, route)
         if not queues:
             raise ProxyError(Code.FORBIDDEN, f"topic {out.topic!r} has no writable queue")
         mq = self._pick_queue(out.topic, queues, out.message_group)

@@ -21,14 +21,12 @@ from ledgermq.broker import topics as t
 from ledgermq.broker.processors.responses import put_status_code
 from ledgermq.broker.processors.send import SendProcessor, _stored_text
 from ledgermq.broker.send_header import SendHeader
-from ledgermq.broker.store_port import PutOutcome, StorePort
+from ledgermq.broker.store_port import PutOutcome
 from ledgermq.broker.transaction.records import is_half_send, real_queue_id, to_half
 from ledgermq.client.producer import DEFAULT_TOPIC_QUEUE_NUMS
-from ledgermq.client.route import TopicRoute
 from ledgermq.common.message import (
     MAX_PROPERTIES_LENGTH,
     PROPERTY_CLUSTER,
-    PROPERTY_WAIT,
     MessageQueue,
     encode_properties,
 )
@@ -59,17 +57,7 @@ class LocalBackend(ClusterBackend):
         # The processor's checks (topic, permissions, auto-creation) are reused as they
         # are, so a local send is refused exactly when a remoting one would be.
         self._processor = SendProcessor(broker)
-        # publish_queues sorts and filters the route on every call; one list per route.
-        self._queues: dict[str, tuple[TopicRoute, list[MessageQueue]]] = {}
         self.local_sends = 0  # for tests and diagnostics: sends that skipped remoting
-
-    def _publish_queues(self, topic: str, route: TopicRoute) -> list[MessageQueue]:
-        cached = self._queues.get(topic)
-        if cached is not None and cached[0] is route:
-            return cached[1]
-        queues = route.publish_queues(topic)
-        self._queues[topic] = (route, queues)
-        return queues
 
     async def send(self, out: OutgoingMessage, timeout: float | None = None) -> SendOutcome:
         route = await self.route(out.topic)
@@ -95,7 +83,7 @@ class LocalBackend(ClusterBackend):
             raise broker_error(exc.code, exc.remark, where) from None
         outcome = broker.putter.put(msg)
         status, remark = outcome.status, outcome.remark
-        if self._must_wait(msg, outcome):
+        if self._processor._must_wait(msg, outcome):
             budget = timeout or self.timeout
             try:
                 # shield: a client deadline must not cancel the store's own wait
@@ -162,17 +150,6 @@ class LocalBackend(ClusterBackend):
             properties_text=_stored_text(properties_text, cluster),
         )
         return to_half(msg, out.topic) if half else msg
-
-    def _must_wait(self, msg: MessageToStore, outcome: PutOutcome) -> bool:
-        """SendProcessor._must_wait: a DLedger put waits for its quorum; under
-        SYNC_FLUSH a put waits for its fsync unless the message says WAIT=false."""
-        if StorePort.must_wait(outcome):
-            return True
-        return (
-            outcome.ok
-            and self.broker.sync_flush
-            and msg.properties.get(PROPERTY_WAIT, "true") != "false"
-        )
 
     def _outcome(
         self,

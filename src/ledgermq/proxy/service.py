@@ -31,7 +31,6 @@ R = TypeVar("R")
 def call_context(context: grpc.aio.ServicerContext) -> CallContext:
     return CallContext.from_metadata(
         context.invocation_metadata(),
-        peer=context.peer() or "",
         time_remaining=context.time_remaining(),
     )
 
