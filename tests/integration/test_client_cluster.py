@@ -675,3 +675,103 @@ async def test_producer_follows_route_changes_after_refresh(cluster):
     await p.instance.refresh_all_routes()  # what the 30 s route timer runs
     used = {(await p.send(Message("Grow", b"y"))).message_queue.queue_id for _ in range(16)}
     assert used == set(range(8))
+
+
+# --- auto-batching (Java's autoBatch) -----------------------------------------------------
+async def test_auto_batch_sends_arrive_as_separate_messages_each_with_its_own_result(cluster):
+    await make_topic(cluster, "TAB", 4)
+    producer = cluster.track(
+        Producer("pab", cluster.ns, auto_batch=True, batch_max_bytes=1024 * 1024)
+    )
+    await producer.start()
+    n = 300
+    results = await asyncio.gather(
+        *(
+            producer.send(Message("TAB", f"m:{i}".encode(), tags="A", keys=f"key{i}"))
+            for i in range(n)
+        )
+    )
+    assert all(r.status == SendStatus.SEND_OK for r in results)
+    assert len({r.msg_id for r in results}) == n
+    assert len({r.offset_msg_id for r in results}) == n
+    # one iteration's sends went out together, as one request to one queue (single
+    # sends would rotate over all four), and took consecutive offsets there
+    by_queue: dict[int, list[int]] = collections.defaultdict(list)
+    for r in results:
+        by_queue[r.message_queue.queue_id].append(r.queue_offset)
+    offsets = sorted(o for q in by_queue.values() for o in q)
+    assert len(offsets) == n
+    for queue_offsets in by_queue.values():
+        assert sorted(queue_offsets) == list(range(len(queue_offsets)))
+    assert len(by_queue) == 1
+
+    # every message is stored on its own: its body, tag, key and id come back
+    admin = cluster.track(AdminClient(cluster.ns))
+    await admin.start()
+    for i in (0, 137, n - 1):
+        found = await admin.query_message_by_key("TAB", f"key{i}")
+        assert [m.body for m in found] == [f"m:{i}".encode()]
+        assert found[0].properties["UNIQ_KEY"] == results[i].msg_id
+        by_id = await admin.view_message(results[i].offset_msg_id)
+        assert by_id.body == f"m:{i}".encode() and by_id.tags == "A"
+        assert by_id.queue_offset == results[i].queue_offset
+    seen: list[int] = []
+    consumer = cluster.track(
+        PushConsumer(
+            "cgab", cluster.ns, consume_from_where="CONSUME_FROM_FIRST_OFFSET",
+            instance=cluster.instance(),
+        )
+    )  # fmt: skip
+    consumer.subscribe("TAB", "A")
+    consumer.register_listener(
+        lambda msgs: seen.extend(seq_of(m) for m in msgs) or ConsumeResult.SUCCESS
+    )
+    await consumer.start()
+    await wait_until(lambda: len(seen) >= n, what="all auto-batched messages consumed")
+    assert sorted(seen) == list(range(n))
+
+
+async def test_auto_batch_leaves_delayed_compressed_and_ordered_sends_correct(cluster):
+    await make_topic(cluster, "TAB2", 2)
+    producer = cluster.track(Producer("pab2", cluster.ns, auto_batch=True, compress_over=4096))
+    await producer.start()
+    queue = (await producer.publish_queues("TAB2"))[1]
+    big = b"m:0:" + b"y" * 10_000
+    delayed, compressed, *ordered = await asyncio.gather(
+        producer.send(Message("TAB2", b"m:1", delay_level=1)),
+        producer.send(Message("TAB2", big)),
+        *(producer.send(Message("TAB2", f"m:{i}".encode()), queue=queue) for i in range(2, 12)),
+    )
+    # the ordered sends named their queue: one batch there, in call order
+    assert [r.message_queue for r in ordered] == [queue] * 10
+    assert [r.queue_offset for r in ordered] == list(
+        range(ordered[0].queue_offset, ordered[0].queue_offset + 10)
+    )
+    got: dict[int, bytes] = {}
+    consumer = cluster.track(
+        PushConsumer(
+            "cgab2", cluster.ns, consume_from_where="CONSUME_FROM_FIRST_OFFSET",
+            instance=cluster.instance(),
+        )
+    )  # fmt: skip
+    consumer.subscribe("TAB2")
+    consumer.register_listener(
+        lambda msgs: [got.__setitem__(seq_of(m), m.body) for m in msgs] and ConsumeResult.SUCCESS
+    )
+    await consumer.start()
+    await wait_until(lambda: len(got) >= 12, what="12 messages, the delayed one included")
+    assert got[0] == big and got[1] == b"m:1"
+    assert delayed.status == compressed.status == SendStatus.SEND_OK
+
+
+async def test_auto_batch_refused_batch_fails_each_of_its_senders(cluster):
+    producer = cluster.track(Producer("pab3", cluster.ns, auto_batch=True, retry_times=0))
+    await producer.start()
+    queue = MessageQueue("NoSuchTopicAB", cluster.brokers[0].config.broker_name, 0)
+    cluster.brokers[0].config.auto_create_topic_enable = False
+    outcomes = await asyncio.gather(
+        *(producer.send(Message("NoSuchTopicAB", b"m:0"), queue=queue) for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, Exception) for o in outcomes), outcomes
+    assert len({type(o) for o in outcomes}) == 1

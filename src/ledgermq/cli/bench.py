@@ -36,6 +36,9 @@ class BenchResult:
     # CPU seconds this client process spent in the measured window (not startup), so
     # a comparison can tell client cost from server cost.
     cpu_s: float = 0.0
+    # The producer's auto-batching (--auto-batch): single sends, each awaited on its
+    # own, that met in one event-loop iteration travelled as one batch request.
+    auto_batch: bool = False
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -107,7 +110,14 @@ async def bench_produce(args: argparse.Namespace) -> BenchResult:
     from ledgermq.client.message import Message
     from ledgermq.client.producer import Producer
 
-    producer = Producer(args.group, args.namesrv, send_timeout=args.timeout)
+    producer = Producer(
+        args.group,
+        args.namesrv,
+        send_timeout=args.timeout,
+        auto_batch=args.auto_batch,
+        batch_max_bytes=args.batch_max_bytes,
+        batch_max_delay_ms=args.batch_max_delay_ms,
+    )
     await producer.start()
     body = b"x" * args.size
     latencies: list[float] = []
@@ -182,6 +192,7 @@ def produce_result(
         batch=batch,
         flush_disk_type=flush_disk_type,
         cpu_s=round(cpu, 3),
+        auto_batch=bool(getattr(args, "auto_batch", False)),
     )
 
 
@@ -262,9 +273,26 @@ def run(command: str, argv: list[str]) -> int:
             p.add_argument("--inflight", type=int, default=64, help="requests in flight (64)")
             p.add_argument("--batch", type=int, default=1, help="messages per batch send")
             p.add_argument("--timeout", type=float, default=10.0, help="send timeout, s")
+            p.add_argument(
+                "--auto-batch",
+                action="store_true",
+                help="the producer's autoBatch: single sends meeting in one loop iteration "
+                "travel as one batch request, each still awaited and answered on its own",
+            )
+            p.add_argument(
+                "--batch-max-bytes", type=int, default=32 * 1024, help="auto-batch size cap"
+            )
+            p.add_argument(
+                "--batch-max-delay-ms",
+                type=float,
+                default=0.0,
+                help="auto-batch hold time (0: no added wait)",
+            )
     args = parser.parse_args(argv)
     if args.mode == "produce" and (args.inflight < 1 or args.batch < 1 or args.size < 1):
         parser.error("--inflight, --batch and --size must be at least 1")
+    if args.mode == "produce" and args.auto_batch and args.batch > 1:
+        parser.error("--auto-batch batches single sends; it does not go with --batch")
     if args.mode == "proxy-produce" and (args.inflight < 1 or args.channels < 1 or args.size < 1):
         parser.error("--inflight, --channels and --size must be at least 1")
     modes = {
@@ -281,5 +309,6 @@ def run(command: str, argv: list[str]) -> int:
             f"({result.mb_per_s} MB/s), latency p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
             f"max {result.max_ms} ms, errors {result.errors}; size {result.size} B, "
             f"inflight {result.inflight}, batch {result.batch}, broker {result.flush_disk_type}"
+            + (", auto-batch" if result.auto_batch else "")
         )
     return 0 if result.messages > 0 else 1

@@ -9,19 +9,26 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ledgermq.client.accumulator import BatchKey, HeldSend, SendAccumulator
 from ledgermq.client.errors import MQBrokerError, MQClientError
 from ledgermq.client.instance import TBW102, ClientInstance, ClientRegistry
 from ledgermq.client.lifecycle import InstanceClient
 from ledgermq.client.message import Message, MessageQueue, SendResult, SendStatus
 from ledgermq.client.route import TopicRoute
 from ledgermq.common.message import (
+    BATCH_ITEM_BASE_SIZE,
+    MAX_PROPERTIES_LENGTH,
     PROPERTY_DELAY,
     PROPERTY_KEYS,
     PROPERTY_TAGS,
+    PROPERTY_TIMER_DELAY_SEC,
+    PROPERTY_TIMER_DELIVER_MS,
+    PROPERTY_TRAN_MSG,
     PROPERTY_UNIQ_KEY,
     PROPERTY_WAIT,
     SYSFLAG_COMPRESSED,
     encode_batch,
+    encode_batch_encoded,
     encode_properties,
     java_string_hash,
 )
@@ -49,6 +56,14 @@ _STATUS_BY_CODE = {
 }
 
 Selector = Callable[[list[MessageQueue], Message, Any], MessageQueue]
+# A message with one of these cannot travel in a batch (the broker stores a batch's
+# messages at once, in one queue, as plain messages).
+_UNBATCHABLE_PROPERTIES = (
+    PROPERTY_DELAY,
+    PROPERTY_TIMER_DELIVER_MS,
+    PROPERTY_TIMER_DELAY_SEC,
+    PROPERTY_TRAN_MSG,
+)
 
 
 def select_by_hash(key: str | int | None = None) -> Selector:
@@ -184,7 +199,15 @@ class Producer(InstanceClient):
         instance: ClientInstance | None = None,
         registry: ClientRegistry | None = None,
         instance_name: str | None = None,
+        auto_batch: bool = False,
+        batch_max_bytes: int = 32 * 1024,
+        batch_max_delay_ms: float = 0.0,
+        total_batch_max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
+        """`auto_batch` (Java: autoBatch) sends single sends that meet within
+        `batch_max_delay_ms` (0: within one event-loop iteration) as one batch request
+        of at most `batch_max_bytes`; each send still gets its own SendResult. See
+        client/accumulator.py for what is batched."""
         if not group:
             raise MQClientError("producer group must not be empty")
         self.group = group
@@ -205,6 +228,16 @@ class Producer(InstanceClient):
         self._publish: dict[str, tuple[TopicRoute | None, list[MessageQueue]]] = {}
         self._index: dict[str, int] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._accumulator = (
+            SendAccumulator(
+                self._send_held,
+                max_bytes=batch_max_bytes,
+                max_delay_ms=batch_max_delay_ms,
+                total_max_bytes=total_batch_max_bytes,
+            )
+            if auto_batch
+            else None
+        )
 
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -220,6 +253,8 @@ class Producer(InstanceClient):
         inst = self._instance
         if inst is None:
             return
+        if self._accumulator is not None:
+            await self._accumulator.drain()
         if self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
         await inst.unregister(producer_group=self.group)
@@ -354,9 +389,83 @@ class Producer(InstanceClient):
         moving to another queue would break the order.
         """
         body, sys_flag, props, uniq = self._prepare(msg)
+        if self._accumulator is not None and selector is None:
+            held = self._hold(msg, body, sys_flag, props, uniq, queue, timeout)
+            if held is not None:
+                return await held
         return await self._send_prepared(
             msg, body, sys_flag, props, uniq, queue, selector, arg, timeout
         )
+
+    # auto-batching -----------------------------------------------------------------------
+    def _hold(
+        self,
+        msg: Message,
+        body: bytes,
+        sys_flag: int,
+        props: dict[str, str],
+        uniq: str,
+        queue: MessageQueue | None,
+        timeout: float | None,
+    ) -> asyncio.Future[SendResult] | None:
+        """Hands a send to the accumulator, or None when it must go on its own."""
+        acc = self._accumulator
+        assert acc is not None
+        if sys_flag or msg.topic.startswith("%RETRY%") or msg.topic.startswith("%DLQ%"):
+            return None  # a compressed body, or a consumer's re-send
+        for name in _UNBATCHABLE_PROPERTIES:
+            if name in props:
+                return None
+        encoded = encode_properties(props).encode()
+        size = BATCH_ITEM_BASE_SIZE + len(body) + len(encoded)
+        if len(encoded) > MAX_PROPERTIES_LENGTH or not acc.accepts(size):
+            return None  # too big to share a request; the single send says why if bad
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.send_timeout)
+        key = BatchKey(msg.topic, queue, props.get(PROPERTY_WAIT, "true") != "false")
+        return acc.add(key, HeldSend(body, msg.flag, encoded, uniq, deadline, loop.create_future()))
+
+    async def _send_held(self, key: BatchKey, sends: list[HeldSend]) -> None:
+        """Sends one accumulated batch and settles each of its callers' futures."""
+        try:
+            left = min(s.deadline for s in sends) - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise MQClientError(f"send to {key.topic!r} timed out")
+            body = encode_batch_encoded((s.body, s.flag, s.properties) for s in sends)
+            result = await self._send_prepared(
+                Message(topic=key.topic, body=body),
+                body,
+                0,
+                {PROPERTY_WAIT: "true" if key.wait_store_msg_ok else "false"},
+                ",".join(s.uniq_id for s in sends),
+                key.queue,
+                None,
+                None,
+                left,
+                batch=True,
+            )
+        except Exception as exc:
+            for s in sends:
+                if not s.future.done():
+                    s.future.set_exception(exc)
+            return
+        offset_ids = result.offset_msg_id.split(",")
+        if len(offset_ids) != len(sends):
+            offset_ids = [result.offset_msg_id] * len(sends)
+        for i, s in enumerate(sends):
+            if not s.future.done():  # a caller may have been cancelled meanwhile
+                s.future.set_result(
+                    SendResult(
+                        result.status,
+                        s.uniq_id,
+                        offset_ids[i],
+                        result.message_queue,
+                        result.queue_offset + i,
+                        None,
+                        result.region_id,
+                        dict(result.extra),
+                    )
+                )
 
     async def _send_prepared(
         self,
@@ -441,12 +550,25 @@ class Producer(InstanceClient):
         """Starts a send and returns its task; any number may be in flight."""
         # Prepare now so argument errors surface to the caller, not in the task.
         body, sys_flag, props, uniq = self._prepare(msg)
+        held = (
+            self._hold(msg, body, sys_flag, props, uniq, queue, timeout)
+            if self._accumulator is not None and selector is None
+            else None
+        )
         task = asyncio.get_running_loop().create_task(
-            self._send_prepared(msg, body, sys_flag, props, uniq, queue, selector, arg, timeout)
+            self._await_held(held)
+            if held is not None
+            else self._send_prepared(
+                msg, body, sys_flag, props, uniq, queue, selector, arg, timeout
+            )
         )
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         return task
+
+    @staticmethod
+    async def _await_held(held: asyncio.Future[SendResult]) -> SendResult:
+        return await held
 
     async def send_oneway(
         self,

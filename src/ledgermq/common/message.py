@@ -672,9 +672,15 @@ BATCH_ITEM_BASE_SIZE = _BATCH_HEAD.size + 2
 
 
 def encode_batch(items: Iterable[tuple[bytes, int, dict[str, str]]]) -> bytes:
+    return encode_batch_encoded(
+        (body, flag, encode_properties(props).encode()) for body, flag, props in items
+    )
+
+
+def encode_batch_encoded(items: Iterable[tuple[bytes, int, bytes]]) -> bytes:
+    """A batch body from (body, flag, already encoded properties) items."""
     parts: list[bytes] = []
-    for body, flag, props in items:
-        pb = encode_properties(props).encode()
+    for body, flag, pb in items:
         if len(pb) > MAX_PROPERTIES_LENGTH:
             raise ValueError(f"properties too long: {len(pb)}")
         total = BATCH_ITEM_BASE_SIZE + len(body) + len(pb)
