@@ -112,3 +112,21 @@ async def test_bench_produce_then_consume_json(servers):
     assert consumed["messages"] > 0
     assert consumed["messages"] <= stored
     assert consumed["flush_disk_type"] == FLUSH
+
+
+async def test_bench_produce_auto_batch_counts_every_single_send(servers):
+    rc, out, err = await servers.run(
+        "bench", "produce", "-n", servers.ns, "-t", "BenchAB", "--count", "3000",
+        "--duration", "30", "--inflight", "200", "-s", "100", "--auto-batch", "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    (produced,) = json_lines(out)
+    assert produced["auto_batch"] is True and produced["batch"] == 1
+    assert produced["messages"] == 3000 and produced["errors"] == 0
+    stored = sum(servers.broker.store.max_offset("BenchAB", q) for q in range(32))
+    assert stored == 3000 + 1  # and the warm-up message
+
+    rc, out, err = await servers.run(
+        "bench", "produce", "-n", servers.ns, "--auto-batch", "--batch", "4", "--json"
+    )
+    assert rc == 2 and "--auto-batch" in err
