@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from ledgermq.client.admin import AdminClient
+from ledgermq.client.errors import MQClientError
 from ledgermq.client.lite_pull_consumer import LitePullConsumer
 from ledgermq.client.message import (
     ConsumeResult,
@@ -775,3 +776,13 @@ async def test_auto_batch_refused_batch_fails_each_of_its_senders(cluster):
     )
     assert all(isinstance(o, Exception) for o in outcomes), outcomes
     assert len({type(o) for o in outcomes}) == 1
+
+
+async def test_auto_batch_send_whose_deadline_passed_while_held_times_out(cluster):
+    await make_topic(cluster, "TAB3", 1)
+    producer = cluster.track(Producer("pab4", cluster.ns, auto_batch=True))
+    await producer.start()
+    with pytest.raises(MQClientError, match="timed out"):
+        await producer.send(Message("TAB3", b"m:0"), timeout=1e-9)
+    # the accumulator is not stuck: the next send goes through
+    assert (await producer.send(Message("TAB3", b"m:1"))).status == SendStatus.SEND_OK
