@@ -232,3 +232,136 @@ async def test_start_request_futures_leave_no_bookkeeping_behind(server):
     assert client.open_connection(addr) is conn
     await client.close()
     assert client.open_connection(addr) is None
+
+
+class _PausableTransport(_RecordingTransport):
+    """Records reads paused and resumed, and closes on request."""
+
+    def __init__(self):
+        super().__init__()
+        self.reading = True
+        self.pauses = 0
+        self.resumes = 0
+        self.closing = False
+
+    def pause_reading(self):
+        assert self.reading, "paused twice without a resume in between"
+        self.reading = False
+        self.pauses += 1
+
+    def resume_reading(self):
+        assert not self.reading, "resumed while reading"
+        assert not self.closing, "resumed a closed transport"
+        self.reading = True
+        self.resumes += 1
+
+    def is_closing(self):
+        return self.closing
+
+    def close(self):
+        self.closing = True
+
+
+def _burst(n: int, body_size: int) -> bytes:
+    return b"".join(
+        encode_command(RemotingCommand(code=1, opaque=i, body=bytes(body_size))) for i in range(n)
+    )
+
+
+async def test_a_burst_read_at_once_is_handled_a_slice_per_loop_iteration():
+    # The loop reads a socket until it is drained, so one read can bring a producer's
+    # whole window. Handled in slices, what the first requests start (here: a callback
+    # they schedule, in a broker the Raft driver replicating them) runs before the rest
+    # are decoded, and nothing more is read until the burst is done.
+    from ledgermq.remoting.connection import RemotingConnection
+
+    loop = asyncio.get_running_loop()
+    order: list[object] = []
+
+    def handler(conn, cmd):
+        order.append(cmd.opaque)
+        if cmd.opaque == 0:
+            loop.call_soon(order.append, "work started by request 0")
+        return cmd.make_response(0)
+
+    dispatcher = Dispatcher()
+    dispatcher.register(1, handler)
+    conn = RemotingConnection(dispatcher, read_slice_bytes=64 * 1024)
+    transport = _PausableTransport()
+    conn.connection_made(transport)
+
+    conn.data_received(_burst(10, 20 * 1024))
+    assert order == [0, 1, 2, 3]  # 80 KiB: the first request past 64 KiB ends the slice
+    assert not transport.reading
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert order == [0, 1, 2, 3, "work started by request 0", 4, 5, 6, 7, 8, 9]
+    assert (transport.pauses, transport.resumes) == (1, 1)
+    assert transport.reading
+    replies = [c.opaque for w in transport.writes for c in FrameDecoder().feed(w)]
+    assert replies == list(range(10))
+
+
+async def test_without_a_slice_limit_a_burst_is_handled_in_one_go():
+    from ledgermq.remoting.connection import RemotingConnection
+
+    handled: list[int] = []
+    dispatcher = Dispatcher()
+    dispatcher.register(1, lambda conn, cmd: handled.append(cmd.opaque))
+    conn = RemotingConnection(dispatcher, read_slice_bytes=0)
+    transport = _PausableTransport()
+    conn.connection_made(transport)
+    conn.data_received(_burst(10, 20 * 1024))
+    assert handled == list(range(10))
+    assert transport.pauses == 0
+
+
+async def test_grouped_requests_keep_their_order_across_slices():
+    # A run of groupable requests (pipelined sends) is cut at the slice boundary into
+    # several groups; each request is still answered once, in arrival order.
+    from ledgermq.remoting.connection import RemotingConnection
+
+    groups: list[list[int]] = []
+
+    def group(conn, cmds):
+        groups.append([c.opaque for c in cmds])
+        return [c.make_response(0) for c in cmds]
+
+    dispatcher = Dispatcher()
+    dispatcher.register(1, lambda conn, cmd: cmd.make_response(0), group=group)
+    conn = RemotingConnection(dispatcher, read_slice_bytes=64 * 1024)
+    transport = _PausableTransport()
+    conn.connection_made(transport)
+    conn.data_received(_burst(10, 30 * 1024))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # (a run of one goes to the plain handler)
+    assert groups == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    replies = [c.opaque for w in transport.writes for c in FrameDecoder().feed(w)]
+    assert replies == list(range(10))
+    assert transport.reading
+
+
+async def test_closing_in_the_middle_of_a_burst_drops_the_rest_and_reads_no_more():
+    from ledgermq.remoting.connection import RemotingConnection
+
+    handled: list[int] = []
+    conn_box: list[RemotingConnection] = []
+
+    def handler(conn, cmd):
+        handled.append(cmd.opaque)
+        if cmd.opaque == 5:
+            conn_box[0].close()
+        return None
+
+    dispatcher = Dispatcher()
+    dispatcher.register(1, handler)
+    conn = RemotingConnection(dispatcher, read_slice_bytes=16 * 1024)
+    conn_box.append(conn)
+    transport = _PausableTransport()
+    conn.connection_made(transport)
+    conn.data_received(_burst(10, 16 * 1024))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert handled == [0, 1, 2, 3, 4, 5]
+    assert transport.resumes == 0  # _PausableTransport also refuses a resume once closed

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # Frames queued before a write is forced even within one loop iteration.
 _FLUSH_FRAMES = 32
+# Request bytes a connection handles per loop iteration before it leaves the rest of
+# what it read for the next one (see RemotingConnection._defer); 0 = no limit.
+DEFAULT_READ_SLICE_BYTES = 64 * 1024
 
 HandlerResult = RemotingCommand | None | Awaitable[RemotingCommand | None]
 Handler = Callable[["RemotingConnection", RemotingCommand], HandlerResult]
@@ -175,8 +178,12 @@ class RemotingConnection(asyncio.Protocol):
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         on_close: Callable[[RemotingConnection], None] | None = None,
         opaque_counter: itertools.count[int] | None = None,
+        read_slice_bytes: int = DEFAULT_READ_SLICE_BYTES,
     ) -> None:
         self._dispatcher = dispatcher
+        self._read_slice_bytes = read_slice_bytes
+        # set while requests already read wait for the next loop iteration (_defer)
+        self._reading_paused = False
         self._decoder = FrameDecoder(max_frame_size)
         self._on_close = on_close
         self._opaques = opaque_counter or itertools.count(1)
@@ -222,11 +229,23 @@ class RemotingConnection(asyncio.Protocol):
             log.warning("closing connection from %s: %s", self.remote_address, exc)
             self.close()
             return
+        if events:
+            self._handle(events, 0)
+
+    def _handle(self, events: list[RemotingCommand | MalformedCommand], start: int) -> bool:
+        """Handles `events[start:]`, or a slice of them and the rest in the next loop
+        iteration (see `_defer`); True if some were left for then."""
         dispatcher = self._dispatcher
+        slice_bytes = self._read_slice_bytes
+        taken = 0
         # Consecutive requests of one groupable code are handled together; anything else
         # closes the run first, so requests are still processed in arrival order.
         run: list[RemotingCommand] = []
-        for event in events:
+        end = len(events)
+        i = start
+        while i < end:
+            event = events[i]
+            i += 1
             if run and (type(event) is MalformedCommand or event.is_response):
                 # Keep arrival order: a malformed frame may close the connection, and
                 # the run's replies must go out before that.
@@ -234,21 +253,15 @@ class RemotingConnection(asyncio.Protocol):
                 run = []
             if isinstance(event, MalformedCommand):
                 self._malformed(event)
-            elif event.is_response:
+                continue
+            if event.is_response:
                 future = self._pending.pop(event.opaque, None)
                 if future is not None:
                     del self._deadlines[event.opaque]
                     if not future.done():
                         future.set_result(event)
-            elif dispatcher is not None:
-                if run and run[0].code != event.code:
-                    dispatcher.dispatch_group(self, run)
-                    run = []
-                if dispatcher.groupable(event.code):
-                    run.append(event)
-                    continue
-                dispatcher.dispatch(self, event)
-            else:
+                continue
+            if dispatcher is None:
                 self.reply(
                     event,
                     event.make_response(
@@ -256,8 +269,52 @@ class RemotingConnection(asyncio.Protocol):
                         f"request code {event.code} not supported",
                     ),
                 )
+                continue
+            if run and run[0].code != event.code:
+                dispatcher.dispatch_group(self, run)
+                run = []
+            if dispatcher.groupable(event.code):
+                run.append(event)
+            else:
+                dispatcher.dispatch(self, event)
+            taken += len(event.body)
+            if slice_bytes and taken >= slice_bytes and i < end:
+                break
         if run:
             dispatcher.dispatch_group(self, run)  # type: ignore[union-attr]
+        if i < end:
+            return self._defer(events, i)
+        return False
+
+    def _defer(self, events: list[RemotingCommand | MalformedCommand], start: int) -> bool:
+        """Leaves `events[start:]` for the next loop iteration and reads nothing more
+        until they are handled.
+
+        The event loop reads a socket until it is drained, so one callback can bring a
+        producer's whole window; handled at once, nothing the first requests started
+        (the Raft driver proposing them, the appends to followers) runs until the last
+        is decoded, and every stage then works on the whole window in turn while the
+        other cores wait. A slice per iteration lets the first requests be replicated
+        while the rest are decoded, like Netty's cap on messages read per channel per
+        loop turn."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        self._loop.call_soon(self._handle_deferred, events, start)
+        return True
+
+    def _handle_deferred(
+        self, events: list[RemotingCommand | MalformedCommand], start: int
+    ) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not self._handle(events, start):
+            self._reading_paused = False
+            transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         for future in self._pending.values():

@@ -7,7 +7,11 @@ import logging
 from collections.abc import Callable
 
 from ledgermq.remoting.codec import DEFAULT_MAX_FRAME_SIZE
-from ledgermq.remoting.connection import Dispatcher, RemotingConnection
+from ledgermq.remoting.connection import (
+    DEFAULT_READ_SLICE_BYTES,
+    Dispatcher,
+    RemotingConnection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +24,14 @@ class RemotingServer:
         port: int = 0,
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        read_slice_bytes: int = DEFAULT_READ_SLICE_BYTES,
         name: str = "remoting",
     ) -> None:
         self.dispatcher = dispatcher
         self.host = host
         self._requested_port = port
         self.max_frame_size = max_frame_size
+        self.read_slice_bytes = read_slice_bytes
         self.name = name
         self.connections: set[RemotingConnection] = set()
         self._close_listeners: list[Callable[[RemotingConnection], None]] = []
@@ -52,7 +58,10 @@ class RemotingServer:
 
     def _make_connection(self) -> RemotingConnection:
         conn = RemotingConnection(
-            self.dispatcher, max_frame_size=self.max_frame_size, on_close=self._on_close
+            self.dispatcher,
+            max_frame_size=self.max_frame_size,
+            on_close=self._on_close,
+            read_slice_bytes=self.read_slice_bytes,
         )
         self.connections.add(conn)
         return conn
