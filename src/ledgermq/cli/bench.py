@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from ledgermq.cli.runtime import run_async
+from ledgermq.client.accumulator import DEFAULT_BATCH_MAX_BYTES
 
 
 @dataclass(slots=True)
@@ -280,7 +281,10 @@ def run(command: str, argv: list[str]) -> int:
                 "travel as one batch request, each still awaited and answered on its own",
             )
             p.add_argument(
-                "--batch-max-bytes", type=int, default=32 * 1024, help="auto-batch size cap"
+                "--batch-max-bytes",
+                type=int,
+                default=DEFAULT_BATCH_MAX_BYTES,
+                help="auto-batch size cap",
             )
             p.add_argument(
                 "--batch-max-delay-ms",

@@ -22,9 +22,13 @@ from typing import NamedTuple
 from ledgermq.client.message import MessageQueue, SendResult
 from ledgermq.common.message import BATCH_ITEM_BASE_SIZE
 
-# Java's limits: batchMaxBytes is 1 B..2 MiB (default 32 KiB), batchMaxDelayMs up to 30 s.
+# Java's limits: batchMaxBytes is 1 B..2 MiB, batchMaxDelayMs up to 30 s.
 MAX_BATCH_BYTES_LIMIT = 2 * 1024 * 1024
 MAX_BATCH_DELAY_MS_LIMIT = 30_000
+# Java defaults to 32 KiB. A request costs this broker more than the Java one, so bigger
+# batches pay: measured on a three-member DLedger group, 1 KiB sends, 100 in flight,
+# 128 KiB against 32 KiB gave +6-17% (and lower p99); 64-256 KiB were alike.
+DEFAULT_BATCH_MAX_BYTES = 128 * 1024
 
 
 class BatchKey(NamedTuple):
@@ -73,7 +77,7 @@ class SendAccumulator:
         self,
         send_batch: SendBatch,
         *,
-        max_bytes: int = 32 * 1024,
+        max_bytes: int = DEFAULT_BATCH_MAX_BYTES,
         max_delay_ms: float = 0.0,
         total_max_bytes: int = 32 * 1024 * 1024,
     ) -> None:

@@ -9,7 +9,12 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ledgermq.client.accumulator import BatchKey, HeldSend, SendAccumulator
+from ledgermq.client.accumulator import (
+    DEFAULT_BATCH_MAX_BYTES,
+    BatchKey,
+    HeldSend,
+    SendAccumulator,
+)
 from ledgermq.client.errors import MQBrokerError, MQClientError
 from ledgermq.client.instance import TBW102, ClientInstance, ClientRegistry
 from ledgermq.client.lifecycle import InstanceClient
@@ -200,7 +205,7 @@ class Producer(InstanceClient):
         registry: ClientRegistry | None = None,
         instance_name: str | None = None,
         auto_batch: bool = False,
-        batch_max_bytes: int = 32 * 1024,
+        batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES,
         batch_max_delay_ms: float = 0.0,
         total_batch_max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
