@@ -20,6 +20,7 @@ from ledgermq.client.lite_pull_consumer import LitePullConsumer
 from ledgermq.client.message import Message, SendStatus
 from ledgermq.client.producer import Producer
 from ledgermq.common.config import ConfigError
+from ledgermq.common.message import decode_record
 from ledgermq.namesrv.config import NamesrvConfig
 from ledgermq.namesrv.server import NameServer
 from ledgermq.remoting.client import RemotingClient
@@ -466,6 +467,41 @@ async def test_pipelined_sends_are_not_acknowledged_without_a_majority(group):
     assert not acked, f"{len(acked)} sends acknowledged with no majority to hold them"
 
 
+async def test_a_record_not_yet_committed_cannot_be_viewed_by_its_offset(group):
+    # consumers only see committed records (ConsumeQueues are built from them); looking
+    # a record up by offset (VIEW_MESSAGE_BY_ID, the offsetMsgId) must not show one that
+    # sits in the leader's log without a majority and that a new leader may replace
+    from ledgermq.client.errors import MQClientError
+    from ledgermq.client.message import MessageQueue
+    from ledgermq.common.message import offset_msg_id, parse_offset_msg_id
+
+    master = await group.master()
+    await create_topic(group, "T7v")
+    producer = group.track(Producer("pg7v", group.ns, retry_times=0, send_timeout=2.0))
+    await producer.start()
+    committed = await producer.send(Message("T7v", b"committed"))
+    assert committed.status is SendStatus.SEND_OK
+    admin = group.track(AdminClient(group.ns))
+    await admin.start()
+    assert (await admin.view_message(committed.offset_msg_id)).body == b"committed"
+
+    for i in [i for i in group.brokers if i != master]:
+        await group.brokers.pop(i).stop()
+    with contextlib.suppress(Exception):
+        await producer.send(Message("T7v", b"pending"), queue=MessageQueue("T7v", GROUP, 0))
+    member = group.brokers[master].dledger_member
+    store = member.storage.store
+    pending = store.get(store.last_index)
+    assert pending.index > member.applied - 1, "the lone leader committed an entry"
+    phy = pending.pos + 48  # the record is the body of the entry whose header is at pos
+    assert group.brokers[master].store.read_record(phy) is None
+    ip, port, _ = parse_offset_msg_id(committed.offset_msg_id)
+    with pytest.raises(MQClientError):
+        await admin.view_message(offset_msg_id((ip, port), phy))
+    # the committed one is still there
+    assert (await admin.view_message(committed.offset_msg_id)).body == b"committed"
+
+
 async def test_slave_reads_when_enabled(group):
     # slaveReadEnable: a consumer far behind is sent to a slave (whichBrokerWhenConsumeSlowly),
     # and a slave serves pulls from its committed queues; without it a slave sends the
@@ -571,6 +607,8 @@ async def test_a_restarted_member_resumes_after_what_it_had_applied(group):
     want = queue_units(group.brokers[master], "T10")
     await wait_until(lambda: queue_units(follower, "T10") == want, what="the follower's queues")
     applied = follower.dledger_member.applied
+    max_offset = follower.store.store.max_physical_offset
+    assert max_offset > 0
     await group.brokers.pop(follower_id).stop()  # a clean stop checkpoints
     back = await group.start_broker(follower_id)
     store = back.store.store
@@ -578,6 +616,13 @@ async def test_a_restarted_member_resumes_after_what_it_had_applied(group):
     assert back.dledger_member.applied >= applied  # resumed, not replayed from 0
     assert store.replayed == 0
     assert queue_units(back, "T10") == want
+    # what it applied before the restart is readable by offset, and counts in its max
+    # offset, though none of it was applied again
+    log_end = back.dledger_member.storage.store.write_pos
+    assert max_offset <= store.max_physical_offset <= log_end
+    first_phy = min(phy for units in want.values() for phy, _ in units)
+    record = store.read_record(first_phy)
+    assert record is not None and decode_record(record)[0].body == b"r0"
     # and it goes on applying what comes next
     for k in range(5):
         assert (await producer.send(Message("T10", b"n%d" % k))).status is SendStatus.SEND_OK

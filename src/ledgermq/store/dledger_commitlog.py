@@ -90,7 +90,8 @@ class DLedgerLogView:
         self._member = member
         self.file_size = file_size
         self.min_offset = 0
-        # end of the last record applied here (what consumers can reach)
+        # end of the last record applied here: what consumers can reach, and where
+        # read_record stops (past it, entries are not known to be committed)
         self.wrote = 0
         self.flushed = 0
 
@@ -105,11 +106,14 @@ class DLedgerLogView:
         return storage.store.read_data(phy, size)
 
     def read_record(self, phy: int) -> bytes | None:
+        """The record at `phy`, if it was applied here. A leader's log also holds
+        entries not yet committed, which a new leader may replace: looked up by offset
+        (VIEW_MESSAGE_BY_ID), they must not be shown, as consumers never see them."""
         head = self.read(phy, _HEAD.size)
         if head is None:
             return None
         size, magic = _HEAD.unpack(head)
-        if magic not in (MAGIC_V1, MAGIC_V2) or size < _HEAD.size:
+        if magic not in (MAGIC_V1, MAGIC_V2) or size < _HEAD.size or phy + size > self.wrote:
             return None
         return self.read(phy, size)
 
@@ -180,11 +184,25 @@ class DLedgerMessageStore(MessageStore):
         storage = member.storage
         if storage is None:
             return
+        # a restart resumes after what it had applied (applied_index): those records
+        # are not applied again, yet they are readable and count in the max offset
+        applied_end = self._entry_end(member.applied - 1)  # raft index = DLedger + 1
+        view = self.commitlog
+        if applied_end > view.wrote:  # type: ignore[attr-defined]
+            view.wrote = view.flushed = applied_end  # type: ignore[attr-defined]
         end = storage.store.write_pos
         for queues in self._cqs.values():
             for cq in queues.values():
                 cq.recover(end)
                 self._dirty_cqs.add(cq)
+
+    def _entry_end(self, index: int) -> int:
+        """The log offset where DLedger entry `index` ends (0 before the first)."""
+        member = self.member
+        store = member.storage.store if member is not None and member.storage else None
+        if store is None or index < store.begin_index - 1:
+            return 0
+        return store.boundary(index)[2]
 
     async def checkpoint(self) -> None:
         """Fsyncs the ConsumeQueues and the index (the log has its own durability), then
