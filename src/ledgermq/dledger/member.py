@@ -108,7 +108,7 @@ class MemberConfig:
     # durable mode: keep this much of the data file ahead of the write position
     # written with zeros and fsynced (in a background thread), so the hot-path
     # fdatasync overwrites initialized blocks; 0 = off
-    zero_ahead_bytes: int = int(__import__('os').environ.get('LMQ_ZA', 4 << 20))  # XXX
+    zero_ahead_bytes: int = 4 << 20
     preferred_leader: str | None = None
     # take a snapshot every this many applied entries (DLedger's snapshotThreshold);
     # 0 = never; None = 1000 unless the state machine is the log-only default (whose

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 _FLUSH_FRAMES = 32
 # Request bytes a connection handles per loop iteration before it leaves the rest of
 # what it read for the next one (see RemotingConnection._defer); 0 = no limit.
-DEFAULT_READ_SLICE_BYTES = int(__import__("os").environ.get("LMQ_RS", 64 * 1024))  # XXX
+DEFAULT_READ_SLICE_BYTES = 64 * 1024
 
 HandlerResult = RemotingCommand | None | Awaitable[RemotingCommand | None]
 Handler = Callable[["RemotingConnection", RemotingCommand], HandlerResult]
