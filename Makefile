@@ -20,6 +20,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests
+	$(PY) -m ruff format --check src tests
 
 # Real published clients, each in its own virtualenv (their import names collide).
 interop-venv:

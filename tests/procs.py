@@ -64,6 +64,25 @@ def free_port_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
+def free_port_block(offsets: tuple[int, ...]) -> int:
+    """A port p with p + o free for every o in `offsets` (0 included), all reserved: for
+    servers that derive their ports from one base (quickstart's group of brokers)."""
+    for _ in range(100):
+        port = free_port()
+        others = [port + o for o in offsets if o]
+        if any(q in _handed_out or q >= _PORT_HIGH for q in others):
+            continue
+        try:
+            for q in others:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", q))
+        except OSError:
+            continue
+        _handed_out.update(others)
+        return port
+    raise RuntimeError(f"no free block of ports at offsets {offsets}")
+
+
 class ServerProcess:
     """A `python -m ledgermq ...` child whose output is collected on a thread."""
 

@@ -324,9 +324,7 @@ async def test_partitioned_leader_is_replaced_and_the_partition_heals_cleanly(
             before = len(ledger.acked)
             await until(lambda: len(ledger.acked) >= before + 200, 30, "majority appends")
             # CheckQuorum (symmetric) or the new term (asymmetric) ends the old leadership
-            await until(
-                lambda: _not_leading(client, old), 20, f"{old} to stop leading"
-            )
+            await until(lambda: _not_leading(client, old), 20, f"{old} to stop leading")
             await mesh.heal()
             await until(lambda: _follows(client, old, new), 20, f"{old} to follow {new}")
             before = len(ledger.acked)

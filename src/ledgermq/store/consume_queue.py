@@ -124,9 +124,7 @@ class ConsumeQueue:
             k = min(self.units_per_file - rel - 1, n - i - 1)
             if k > 0:
                 flat = [v for u in units[i + 1 : i + 1 + k] for v in u]
-                self._segments[seg_no].write_struct(
-                    (rel + 1) * CQ_UNIT_SIZE, _run_layout(k), *flat
-                )
+                self._segments[seg_no].write_struct((rel + 1) * CQ_UNIT_SIZE, _run_layout(k), *flat)
             i += 1 + k
         if index + n > self.max_offset:
             self.max_offset = index + n
