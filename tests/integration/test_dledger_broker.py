@@ -593,6 +593,43 @@ async def test_topics_and_delay_progress_reach_every_member_through_the_log(grou
     assert group.brokers[new].schedule.offsets.get(1, 0) >= 1
 
 
+async def test_due_delayed_messages_are_delivered_one_replication_round_per_batch(group):
+    # each delivered message must be held by a majority before the schedule offset moves
+    # past it; waiting for each on its own made delivery one replication round per
+    # message. The re-puts of one batch are log entries in order: the last one's round
+    # covers them all.
+    master = await group.master()
+    await create_topic(group, "T9b")
+    broker = group.brokers[master]
+    schedule = broker.schedule
+    await schedule.stop()  # let them all become due before delivery starts
+    producer = group.track(Producer("pg9b", group.ns))
+    await producer.start()
+    results = await asyncio.gather(
+        *(producer.send(Message("T9b", b"d%d" % k, delay_level=1)) for k in range(40))
+    )
+    assert all(r.status is SendStatus.SEND_OK for r in results)
+    port = schedule._store
+    rounds = 0
+    wait_durable = port.wait_durable
+
+    async def counted(outcome):
+        nonlocal rounds
+        rounds += 1
+        return await wait_durable(outcome)
+
+    port.wait_durable = counted
+    real_clock = schedule._clock_ms
+    schedule._clock_ms = lambda: real_clock() + 2_000  # level 1 is 1 s: all of them due
+    before = schedule.delivered
+    schedule.start()
+    await wait_until(lambda: schedule.offsets.get(1, 0) >= 40, what="delivery of all 40")
+    assert schedule.delivered - before == 40
+    assert rounds == 2, f"{rounds} replication waits for 40 messages in batches of 32"
+    delivered = sum(len(units) for units in queue_units(broker, "T9b").values())
+    assert delivered == 40
+
+
 async def test_a_restarted_member_resumes_after_what_it_had_applied(group):
     # ConsumeQueues, index and metadata are checkpointed with the applied index; a
     # restart must not decode and dispatch the whole log again (hours for a big one)

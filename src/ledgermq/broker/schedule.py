@@ -17,7 +17,7 @@ from typing import Any
 from ledgermq.broker.config_file import JsonConfigFile
 from ledgermq.broker.delay import restore_from_schedule
 from ledgermq.broker.putter import MessagePutter
-from ledgermq.broker.store_port import StorePort
+from ledgermq.broker.store_port import PutOutcome, StorePort
 from ledgermq.broker.topics import SCHEDULE_TOPIC
 from ledgermq.common.message import MessageDecodeError, decode_record
 from ledgermq.common.route_data import DataVersion
@@ -138,29 +138,24 @@ class ScheduleService:
                 return 0
             return _IDLE_RECHECK_S
         now = self._clock_ms()
+        # re-puts made and not yet settled: (its outcome, the schedule offset after it)
+        pending: list[tuple[PutOutcome, int]] = []
+        wait_s = 0.0
         for record in got.records:
             try:
                 stored, _ = decode_record(record)
             except MessageDecodeError as exc:
                 log.error("schedule level %d: skipping undecodable record: %s", level, exc)
+                if not await self._settle(level, pending):
+                    return _RETRY_AFTER_FAILURE_S
+                pending = []
                 self._advance(level, self.offsets.get(level, 0) + 1)
                 continue
             due = stored.store_timestamp + delay_ms
             if due > now:
-                return (due - now) / 1000.0
+                wait_s = (due - now) / 1000.0
+                break
             outcome = self._putter.put(restore_from_schedule(stored))
-            if StorePort.must_wait(outcome):
-                # a DLedger group: advance only past what a majority holds, or a
-                # failover could lose the delivered message with its schedule entry
-                status, remark = await self._store.wait_durable(outcome)
-                if status != "PUT_OK":
-                    log.warning(
-                        "schedule level %d: re-put of offset %d not replicated: %s",
-                        level,
-                        stored.queue_offset,
-                        remark,
-                    )
-                    return _RETRY_AFTER_FAILURE_S
             if not outcome.ok:
                 log.warning(
                     "schedule level %d: re-put of offset %d failed: %s",
@@ -168,10 +163,37 @@ class ScheduleService:
                     stored.queue_offset,
                     outcome.status,
                 )
+                await self._settle(level, pending)
                 return _RETRY_AFTER_FAILURE_S
-            self.delivered += 1
-            self._advance(level, stored.queue_offset + 1)
-        return 0
+            pending.append((outcome, stored.queue_offset + 1))
+        if not await self._settle(level, pending):
+            return _RETRY_AFTER_FAILURE_S
+        return wait_s
+
+    async def _settle(self, level: int, pending: list[tuple[PutOutcome, int]]) -> bool:
+        """Advances past the re-puts in `pending` once they are safe; False if they are
+        not (they are delivered again later: at-least-once).
+
+        In a DLedger group a re-put is safe once a majority holds it, or a failover could
+        lose the delivered message together with its schedule entry. The re-puts of one
+        batch are entries in log order, so waiting for the last one waits for them all:
+        one replication round per batch, not one per message."""
+        if not pending:
+            return True
+        last, after = pending[-1]
+        if StorePort.must_wait(last):
+            status, remark = await self._store.wait_durable(last)
+            if status != "PUT_OK":
+                log.warning(
+                    "schedule level %d: re-puts up to offset %d not replicated: %s",
+                    level,
+                    after - 1,
+                    remark,
+                )
+                return False
+        self.delivered += len(pending)
+        self._advance(level, after)
+        return True
 
     def _advance(self, level: int, offset: int) -> None:
         self.offsets[level] = offset
