@@ -50,18 +50,7 @@ def free_port() -> int:
 
 def free_port_pair() -> int:
     """A port p with p+1 also free (brokers use listenPort+1 for HA later)."""
-    for _ in range(50):
-        port = free_port()
-        if port + 1 in _handed_out or port + 1 >= _PORT_HIGH:
-            continue
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        _handed_out.add(port + 1)
-        return port
-    raise RuntimeError("no free port pair")
+    return free_port_block((0, 1))
 
 
 def free_port_block(offsets: tuple[int, ...]) -> int:
