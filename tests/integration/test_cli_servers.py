@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.procs import ProcessGroup, free_port, free_port_block, run_ledgermq
+from tests.procs import ProcessGroup, free_port, free_port_block, run_ledgermq, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -185,18 +184,18 @@ def test_quickstart_dledger_runs_a_group_that_elects_a_master_and_takes_sends(pr
     sent = run_ledgermq("produce", "-n", addr, "-t", "QuickTopic", "-m", "hi", "--json")
     assert sent.returncode == 0, sent
     assert json.loads(sent.stdout)["status"] == "SEND_OK", sent.stdout
+
     # (if n1 or n2 won the first election, leadership moves to the preferred n0 soon
     # after, and for a moment no member serves as master: wait that out)
-    deadline = time.monotonic() + 15
-    while True:
+    def group_with_one_master() -> dict | None:
         status = run_ledgermq("admin", "dledgerStatus", "-n", addr, "--json")
         assert status.returncode == 0, status
         (group,) = json.loads(status.stdout)
-        assert group["group"] == "RaftNode00" and group["leaderId"] in {"n0", "n1", "n2"}
-        ids = sorted(m["brokerId"] for m in group["members"])
-        if ids.count(0) == 1 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        return group if [m["brokerId"] for m in group["members"]].count(0) == 1 else None
+
+    group = wait_until(group_with_one_master, 15, 0.2, "one member serving as master")
+    assert group["group"] == "RaftNode00" and group["leaderId"] in {"n0", "n1", "n2"}
+    ids = sorted(m["brokerId"] for m in group["members"])
     assert ids.count(0) == 1 and len(ids) == 3, group
     # the benchmark says what an acknowledgement means there
     bench = run_ledgermq(
